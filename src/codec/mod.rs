@@ -1,0 +1,386 @@
+//! Wire formats: pure functions from bytes to [`Batch`]es and back.
+//!
+//! Codecs do no I/O, no logging, keep no metrics and never read the clock:
+//! the caller passes the arrival time and collects rejects in [`Rejects`],
+//! then counts and logs them at the edge. A bad record is a counted reject
+//! and the stream goes on; only a stream whose framing is lost is a
+//! [`FrameError`] (tokio-util's decoder contract).
+
+pub mod graphite_pickle;
+pub mod graphite_plain;
+pub mod graphite_tags;
+pub mod line;
+pub mod number;
+mod pickle_vm;
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::model::{Batch, PointRef, Timestamp};
+
+/// Every protocol tsrelay knows, as named in relay.yaml.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// Graphite plaintext lines, TCP or UDP.
+    GraphitePlaintext,
+    /// Graphite pickle frames over TCP.
+    GraphitePickle,
+    /// KairosDB telnet `put` lines.
+    KairosdbTelnet,
+    /// KairosDB REST JSON.
+    KairosdbRest,
+    /// IRONdb raw TSV.
+    IrondbRaw,
+    /// Circonus FlatBuffer MetricList.
+    IrondbFlatbuffer,
+    /// Carbon AMQP.
+    Amqp,
+    /// The HTTP ingest listener.
+    Http,
+    /// Text written to a file or stdout.
+    File,
+}
+
+impl Protocol {
+    /// The name used in relay.yaml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::GraphitePlaintext => "graphite_plaintext",
+            Protocol::GraphitePickle => "graphite_pickle",
+            Protocol::KairosdbTelnet => "kairosdb_telnet",
+            Protocol::KairosdbRest => "kairosdb_rest",
+            Protocol::IrondbRaw => "irondb_raw",
+            Protocol::IrondbFlatbuffer => "irondb_flatbuffer",
+            Protocol::Amqp => "amqp",
+            Protocol::Http => "http",
+            Protocol::File => "file",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why one input record was not turned into a point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The line is not valid UTF-8.
+    InvalidUtf8,
+    /// The line does not have exactly three fields.
+    FieldCount,
+    /// The value is not a number.
+    BadValue,
+    /// The timestamp is not a number or is out of range.
+    BadTimestamp,
+    /// The timestamp is `inf` or `nan`.
+    NonFiniteTimestamp,
+    /// The value is NaN (dropped, as carbon does).
+    NanValue,
+    /// The line is longer than the configured limit.
+    LineTooLong,
+    /// The connection ended in the middle of a record.
+    Truncated,
+    /// A pickle frame could not be read at all.
+    BadPickle,
+    /// A pickle frame referenced a global (code execution is never allowed).
+    UnsafePickle,
+    /// One item of a pickle list is not `(path, (timestamp, value))`.
+    BadItem,
+}
+
+impl Reason {
+    /// Every reason, for registering counters up front.
+    pub const ALL: &'static [Reason] = &[
+        Reason::InvalidUtf8,
+        Reason::FieldCount,
+        Reason::BadValue,
+        Reason::BadTimestamp,
+        Reason::NonFiniteTimestamp,
+        Reason::NanValue,
+        Reason::LineTooLong,
+        Reason::Truncated,
+        Reason::BadPickle,
+        Reason::UnsafePickle,
+        Reason::BadItem,
+    ];
+
+    /// The label used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidUtf8 => "invalid_utf8",
+            Reason::FieldCount => "field_count",
+            Reason::BadValue => "bad_value",
+            Reason::BadTimestamp => "bad_timestamp",
+            Reason::NonFiniteTimestamp => "non_finite_timestamp",
+            Reason::NanValue => "nan_value",
+            Reason::LineTooLong => "line_too_long",
+            Reason::Truncated => "truncated",
+            Reason::BadPickle => "bad_pickle",
+            Reason::UnsafePickle => "unsafe_pickle",
+            Reason::BadItem => "bad_item",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Rejected records seen while decoding: counts per reason and a few samples.
+#[derive(Debug, Default)]
+pub struct Rejects {
+    counts: [u64; Reason::ALL.len()],
+    samples: Vec<Sample>,
+}
+
+/// One rejected record kept for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    /// Why it was rejected.
+    pub reason: Reason,
+    /// Extra words from the decoder, when the reason alone is not enough.
+    pub detail: String,
+    /// The start of the record, lossily decoded.
+    pub record: String,
+}
+
+/// How many samples a [`Rejects`] keeps between two drains.
+const MAX_SAMPLES: usize = 4;
+/// How much of a rejected record a sample keeps.
+const SAMPLE_BYTES: usize = 200;
+
+impl Rejects {
+    /// Records one reject; keeps a sample while there is room.
+    pub fn add(&mut self, reason: Reason, record: &[u8]) {
+        self.add_with_detail(reason, record, || String::new());
+    }
+
+    /// Records one reject with a detail message built only if sampled.
+    pub fn add_with_detail(
+        &mut self,
+        reason: Reason,
+        record: &[u8],
+        detail: impl FnOnce() -> String,
+    ) {
+        self.counts[reason.index()] += 1;
+        if self.samples.len() < MAX_SAMPLES {
+            let cut = &record[..record.len().min(SAMPLE_BYTES)];
+            self.samples.push(Sample {
+                reason,
+                detail: detail(),
+                record: String::from_utf8_lossy(cut).into_owned(),
+            });
+        }
+    }
+
+    /// Adds `n` rejects of one reason without samples.
+    pub fn add_many(&mut self, reason: Reason, n: u64) {
+        self.counts[reason.index()] += n;
+    }
+
+    /// How many records were rejected for `reason`.
+    pub fn count(&self, reason: Reason) -> u64 {
+        self.counts[reason.index()]
+    }
+
+    /// Total rejects of every reason.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Non-zero counts per reason.
+    pub fn counts(&self) -> impl Iterator<Item = (Reason, u64)> + '_ {
+        Reason::ALL
+            .iter()
+            .map(|reason| (*reason, self.counts[reason.index()]))
+            .filter(|(_, n)| *n > 0)
+    }
+
+    /// The samples kept so far.
+    pub fn samples(&self) -> &[Sample] {
+        &self.samples
+    }
+
+    /// Empties the collector for the next read.
+    pub fn clear(&mut self) {
+        self.counts = [0; Reason::ALL.len()];
+        self.samples.clear();
+    }
+}
+
+/// A stream whose framing is lost: the connection must be closed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    /// A length-prefixed frame announced more bytes than allowed.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge {
+        /// Announced length.
+        len: usize,
+        /// Configured limit.
+        max: usize,
+    },
+}
+
+/// Turns a byte stream into points, record by record.
+pub trait StreamDecoder: Send {
+    /// Decodes every complete record at the start of `buf`, appending points
+    /// to `out` and rejects to `rejects`. Returns how many bytes were used;
+    /// the caller keeps the rest for the next read.
+    ///
+    /// # Errors
+    /// [`FrameError`] when the stream cannot be framed any more.
+    fn decode(
+        &mut self,
+        buf: &[u8],
+        received_at: Timestamp,
+        out: &mut Batch,
+        rejects: &mut Rejects,
+    ) -> Result<usize, FrameError>;
+
+    /// Called once at end of stream with the bytes no record claimed.
+    /// A partial record is counted as [`Reason::Truncated`] and discarded.
+    fn decode_eof(&mut self, rest: &[u8], rejects: &mut Rejects) {
+        if !rest.iter().all(u8::is_ascii_whitespace) {
+            rejects.add(Reason::Truncated, rest);
+        }
+    }
+}
+
+/// Why an output format could not carry a point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Unrepresentable {
+    /// NaN or an infinity, which Graphite backends cannot store safely.
+    NonFiniteValue,
+    /// A text value sent to a numeric-only protocol.
+    Text,
+    /// A histogram sent to a protocol without histograms.
+    Histogram,
+    /// An explicit "no value".
+    Absent,
+    /// A name or tag the format cannot write (empty, whitespace, control bytes).
+    InvalidName,
+}
+
+impl Unrepresentable {
+    /// Every reason, for registering counters up front.
+    pub const ALL: &'static [Unrepresentable] = &[
+        Unrepresentable::NonFiniteValue,
+        Unrepresentable::Text,
+        Unrepresentable::Histogram,
+        Unrepresentable::Absent,
+        Unrepresentable::InvalidName,
+    ];
+
+    /// The label used in metrics and logs (the `reason` of a drop).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unrepresentable::NonFiniteValue => "non_finite_value",
+            Unrepresentable::Text => "unrepresentable_text",
+            Unrepresentable::Histogram => "unrepresentable_histogram",
+            Unrepresentable::Absent => "absent_value",
+            Unrepresentable::InvalidName => "invalid_name",
+        }
+    }
+}
+
+/// Points an encoder skipped, by reason.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    counts: [u64; Unrepresentable::ALL.len()],
+}
+
+impl Skipped {
+    /// Counts one skipped point.
+    pub fn add(&mut self, reason: Unrepresentable) {
+        self.counts[reason as usize] += 1;
+    }
+
+    /// How many points were skipped for `reason`.
+    pub fn count(&self, reason: Unrepresentable) -> u64 {
+        self.counts[reason as usize]
+    }
+
+    /// Total skipped points.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Non-zero counts per reason.
+    pub fn counts(&self) -> impl Iterator<Item = (Unrepresentable, u64)> + '_ {
+        Unrepresentable::ALL
+            .iter()
+            .map(|reason| (*reason, self.counts[*reason as usize]))
+            .filter(|(_, n)| *n > 0)
+    }
+}
+
+/// Writes a chunk of points in one output format.
+pub trait Encoder: Send {
+    /// Appends the encoding of `points` to `out` as one unit (a run of
+    /// lines, one pickle frame, ...). Points the format cannot carry are
+    /// left out and counted in `skipped`. Returns how many were written.
+    fn encode(
+        &mut self,
+        points: &mut dyn Iterator<Item = PointRef<'_>>,
+        out: &mut Vec<u8>,
+        skipped: &mut Skipped,
+    ) -> usize;
+}
+
+/// Builds the encoder for an output protocol, or `None` when the protocol
+/// has no byte encoding of its own yet.
+pub fn encoder_for(protocol: Protocol) -> Option<Box<dyn Encoder>> {
+    match protocol {
+        Protocol::GraphitePlaintext => Some(Box::new(graphite_plain::GraphitePlainEncoder)),
+        Protocol::GraphitePickle => Some(Box::new(graphite_pickle::GraphitePickleEncoder)),
+        _ => None,
+    }
+}
+
+/// Builds the stream decoder for an input protocol, or `None` when the
+/// protocol is not a byte stream tsrelay can decode yet.
+pub fn decoder_for(protocol: Protocol, limits: &Limits) -> Option<Box<dyn StreamDecoder>> {
+    match protocol {
+        Protocol::GraphitePlaintext => Some(Box::new(graphite_plain::GraphitePlainDecoder::new(
+            limits.max_line_bytes,
+        ))),
+        Protocol::GraphitePickle => Some(Box::new(graphite_pickle::GraphitePickleDecoder::new(
+            limits.max_frame_bytes,
+        ))),
+        _ => None,
+    }
+}
+
+/// Size limits a decoder enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest accepted line, without its `\n`.
+    pub max_line_bytes: usize,
+    /// Largest accepted length-prefixed frame payload.
+    pub max_frame_bytes: usize,
+}
+
+/// Carbon's (Twisted's) `MAX_LENGTH` for a line.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 16_384;
+/// Carbon's `PICKLE_RECEIVER_MAX_LENGTH`.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 1 << 20;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! tsrelay: accept metric points in several wire protocols, route them, and
+//! forward them to upstreams in (possibly other) protocols.
+//!
+//! ```text
+//! input::{tcp,udp} --codec::StreamDecoder--> model::Batch --route::Router-->
+//!     queue (one per upstream, bounded in points, WhenFull policy)
+//!     --> output (chunking, codec::Encoder, transport, retry) --> upstream
+//! ```
+//!
+//! `model` and `codec` are pure and depend on nothing else; `config` turns
+//! relay.yaml into validated types; `relay` is the only module that knows the
+//! whole graph.
+
+pub mod codec;
+pub mod model;

@@ -12,4 +12,14 @@
 //! whole graph.
 
 pub mod codec;
+pub mod config;
 pub mod model;
+pub mod queue;
+pub mod route;
+pub mod telemetry;
+
+pub mod admin;
+pub mod input;
+pub mod output;
+pub mod relay;
+pub mod summary;

@@ -17,7 +17,9 @@ use std::borrow::Cow;
 use serde_pickle::SerOptions;
 
 use super::graphite_tags::{is_line_safe, push_graphite_point, write_graphite_name};
-use super::number::{now_if_minus_one, parse_graphite_timestamp, parse_python_float, seconds_to_millis};
+use super::number::{
+    now_if_minus_one, parse_graphite_timestamp, parse_python_float, seconds_to_millis,
+};
 use super::pickle_vm::{unpickle, PVal, Store};
 use super::{Encoder, FrameError, Reason, Rejects, Skipped, StreamDecoder, Unrepresentable};
 use crate::model::{Batch, PointRef, Timestamp, Value};
@@ -27,7 +29,12 @@ const HEADER_BYTES: usize = 4;
 
 /// Decodes one pickle payload (without its length header), appending every
 /// valid item to `out` and counting the others in `rejects`.
-pub fn parse_payload(payload: &[u8], received_at: Timestamp, out: &mut Batch, rejects: &mut Rejects) {
+pub fn parse_payload(
+    payload: &[u8],
+    received_at: Timestamp,
+    out: &mut Batch,
+    rejects: &mut Rejects,
+) {
     let (top, store) = match unpickle(payload) {
         Ok(parsed) => parsed,
         Err(err) => {
@@ -42,8 +49,14 @@ pub fn parse_payload(payload: &[u8], received_at: Timestamp, out: &mut Batch, re
     };
     let Some(items) = store.items(&top) else {
         // Carbon iterates a dict's keys and fails each one; a scalar is unusable.
-        let reason = if top == PVal::Opaque { Reason::BadItem } else { Reason::BadPickle };
-        rejects.add_with_detail(reason, &[], || format!("top-level value is {top:?}, not a list"));
+        let reason = if top == PVal::Opaque {
+            Reason::BadItem
+        } else {
+            Reason::BadPickle
+        };
+        rejects.add_with_detail(reason, &[], || {
+            format!("top-level value is {top:?}, not a list")
+        });
         return;
     };
     for item in items {
@@ -53,7 +66,12 @@ pub fn parse_payload(payload: &[u8], received_at: Timestamp, out: &mut Batch, re
     }
 }
 
-fn push_item(item: &PVal<'_>, store: &Store<'_>, received_at: Timestamp, out: &mut Batch) -> Result<(), Reason> {
+fn push_item(
+    item: &PVal<'_>,
+    store: &Store<'_>,
+    received_at: Timestamp,
+    out: &mut Batch,
+) -> Result<(), Reason> {
     let [name, datapoint] = store.items(item).ok_or(Reason::BadItem)? else {
         return Err(Reason::BadItem);
     };
@@ -230,7 +248,13 @@ mod tests {
     fn summary(points: &[Point]) -> Vec<(String, i64, f64)> {
         points
             .iter()
-            .map(|p| (p.name.clone(), p.timestamp.as_millis(), p.value.as_f64().unwrap_or(f64::NAN)))
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.timestamp.as_millis(),
+                    p.value.as_f64().unwrap_or(f64::NAN),
+                )
+            })
             .collect()
     }
 
@@ -247,7 +271,10 @@ mod tests {
         // Example 5: a bad item beside a good one.
         let ex5 = frame(b"\x80\x02](X\x03\x00\x00\x00badK\x01\x86X\x04\x00\x00\x00goodJ\x00\xf1\x53\x65G@#\x00\x00\x00\x00\x00\x00\x86\x86e.");
         for (stream, expected) in [
-            (ex1.to_vec(), vec![("a.b".to_owned(), 1_700_000_000_000, 1.5)]),
+            (
+                ex1.to_vec(),
+                vec![("a.b".to_owned(), 1_700_000_000_000, 1.5)],
+            ),
             (ex2, vec![("a.b".to_owned(), 1_700_000_000_000, 1.5)]),
             (ex3, vec![("a.b".to_owned(), 1_700_000_000_000, 1.5)]),
             (ex4, vec![("a.b".to_owned(), 1_700_000_000_000, 7.5)]),
@@ -258,7 +285,10 @@ mod tests {
             assert_eq!(rejects.total(), 0);
         }
         let (_, points, rejects) = decode(&ex5);
-        assert_eq!(summary(&points), vec![("good".to_owned(), 1_700_000_000_000, 9.5)]);
+        assert_eq!(
+            summary(&points),
+            vec![("good".to_owned(), 1_700_000_000_000, 9.5)]
+        );
         assert_eq!(rejects.count(Reason::BadItem), 1);
         assert_eq!(rejects.total(), 1);
     }
@@ -269,11 +299,17 @@ mod tests {
         let mut batch = Batch::new();
         let mut rejects = Rejects::default();
         let at_limit = [0x00, 0x10, 0x00, 0x00];
-        assert_eq!(decoder.decode(&at_limit, NOW, &mut batch, &mut rejects), Ok(0));
+        assert_eq!(
+            decoder.decode(&at_limit, NOW, &mut batch, &mut rejects),
+            Ok(0)
+        );
         let over = [0x00, 0x10, 0x00, 0x01];
         assert_eq!(
             decoder.decode(&over, NOW, &mut batch, &mut rejects),
-            Err(FrameError::FrameTooLarge { len: 1_048_577, max: 1_048_576 })
+            Err(FrameError::FrameTooLarge {
+                len: 1_048_577,
+                max: 1_048_576
+            })
         );
     }
 
@@ -282,11 +318,16 @@ mod tests {
         let mut stream = frame(b"\x80\x02cdecimal\nDecimal\n.");
         stream.extend(frame(b"garbage"));
         stream.extend(frame(b"K\x05."));
-        stream.extend(frame(b"(lp0\n(S'ok'\n(I-1\nI3\ntp1\ntp2\na(S'nan'\n(I1\nFnan\nttp3\na."));
+        stream.extend(frame(
+            b"(lp0\n(S'ok'\n(I-1\nI3\ntp1\ntp2\na(S'nan'\n(I1\nFnan\nttp3\na.",
+        ));
         stream.extend_from_slice(&[0, 0, 0, 9, b'(']);
         let (used, points, rejects) = decode(&stream);
         assert_eq!(used, Ok(stream.len() - 5));
-        assert_eq!(summary(&points), vec![("ok".to_owned(), NOW.as_millis(), 3.0)]);
+        assert_eq!(
+            summary(&points),
+            vec![("ok".to_owned(), NOW.as_millis(), 3.0)]
+        );
         assert_eq!(rejects.count(Reason::UnsafePickle), 1);
         assert_eq!(rejects.count(Reason::BadPickle), 2);
         assert_eq!(rejects.count(Reason::NanValue), 1);
@@ -294,9 +335,13 @@ mod tests {
 
     #[test]
     fn encoder_writes_carbon_relay_frames() {
-        let batch: Batch = [Point::new("a.b", Timestamp::from_millis(1_700_000_000_000), Value::F64(1.5))]
-            .into_iter()
-            .collect();
+        let batch: Batch = [Point::new(
+            "a.b",
+            Timestamp::from_millis(1_700_000_000_000),
+            Value::F64(1.5),
+        )]
+        .into_iter()
+        .collect();
         let mut out = Vec::new();
         let mut skipped = Skipped::default();
         let written = GraphitePickleEncoder.encode(&mut batch.iter(), &mut out, &mut skipped);
@@ -304,10 +349,16 @@ mod tests {
         let len = u32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize;
         assert_eq!(len, out.len() - 4);
         assert_eq!(&out[4..6], b"\x80\x02", "protocol 2");
-        assert!(out.windows(4).any(|w| w == b"X\x03\x00\x00"), "unicode name");
+        assert!(
+            out.windows(4).any(|w| w == b"X\x03\x00\x00"),
+            "unicode name"
+        );
         let (used, points, _) = decode(&out);
         assert_eq!(used, Ok(out.len()));
-        assert_eq!(summary(&points), vec![("a.b".to_owned(), 1_700_000_000_000, 1.5)]);
+        assert_eq!(
+            summary(&points),
+            vec![("a.b".to_owned(), 1_700_000_000_000, 1.5)]
+        );
     }
 
     proptest! {

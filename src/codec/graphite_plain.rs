@@ -77,7 +77,11 @@ fn write_line_inner(point: &PointRef<'_>, out: &mut Vec<u8>) -> Result<(), Unrep
     out.push(b' ');
     write_value(point.value(), out)?;
     out.push(b' ');
-    out.extend_from_slice(itoa::Buffer::new().format(point.timestamp().as_secs_trunc()).as_bytes());
+    out.extend_from_slice(
+        itoa::Buffer::new()
+            .format(point.timestamp().as_secs_trunc())
+            .as_bytes(),
+    );
     out.push(b'\n');
     Ok(())
 }
@@ -243,7 +247,14 @@ mod tests {
         );
         let got: Vec<_> = points
             .iter()
-            .map(|p| (p.name.as_str(), p.tags.len(), p.timestamp.as_millis(), p.value.as_f64()))
+            .map(|p| {
+                (
+                    p.name.as_str(),
+                    p.tags.len(),
+                    p.timestamp.as_millis(),
+                    p.value.as_f64(),
+                )
+            })
             .collect();
         assert_eq!(
             got,
@@ -285,7 +296,13 @@ mod tests {
     fn udp_datagrams_need_no_final_newline() {
         let mut batch = Batch::new();
         let mut rejects = Rejects::default();
-        parse_datagram(b"a 1 1700000000\nb 2 1700000000", 100, NOW, &mut batch, &mut rejects);
+        parse_datagram(
+            b"a 1 1700000000\nb 2 1700000000",
+            100,
+            NOW,
+            &mut batch,
+            &mut rejects,
+        );
         assert_eq!(batch.len(), 2);
         assert_eq!(rejects.total(), 0);
     }
@@ -302,7 +319,9 @@ mod tests {
             Point::new("r.u64", at, Value::U64(u64::MAX)),
             Point::new("r.inf", at, Value::F64(f64::INFINITY)),
             Point::new("r.text", at, Value::Text("x".into())),
-            Point::new("r.tag", at, Value::I32(3)).with_tag("z", "1").with_tag("a", "2"),
+            Point::new("r.tag", at, Value::I32(3))
+                .with_tag("z", "1")
+                .with_tag("a", "2"),
         ]);
         assert_eq!(
             text,

@@ -84,7 +84,10 @@ pub fn write_graphite_name(point: &PointRef<'_>, out: &mut Vec<u8>) -> Result<()
     }
     // Tags arrive sorted by key; carbon's order differs only when a key is a
     // prefix of another, so sorting is usually a no-op check.
-    if !tags.windows(2).all(|w| carbon_order(&w[0], &w[1]) != Ordering::Greater) {
+    if !tags
+        .windows(2)
+        .all(|w| carbon_order(&w[0], &w[1]) != Ordering::Greater)
+    {
         tags.sort_by(carbon_order);
     }
     out.extend_from_slice(name.as_bytes());
@@ -139,7 +142,10 @@ mod tests {
     #[test]
     fn carbon_normalisation_examples() {
         // protocols.md 1.6 and 1.9 example 6.
-        assert_eq!(written("disk.used;rack=a1;dc=dc1"), "disk.used;dc=dc1;rack=a1");
+        assert_eq!(
+            written("disk.used;rack=a1;dc=dc1"),
+            "disk.used;dc=dc1;rack=a1"
+        );
         assert_eq!(written("p.tag2;a=1;a-b=2"), "p.tag2;a-b=2;a=1");
         assert_eq!(written("p.dup;k=1;k=2"), "p.dup;k=2");
         assert_eq!(written("p.nm;name=foo;z=1"), "p.nm;z=1");
@@ -153,12 +159,23 @@ mod tests {
             parse("cpu;host=a;dc=x"),
             ("cpu".to_owned(), tags(&[("dc", "x"), ("host", "a")]))
         );
-        assert_eq!(parse("a=b;k=v=w"), ("a=b".to_owned(), tags(&[("k", "v=w")])));
+        assert_eq!(
+            parse("a=b;k=v=w"),
+            ("a=b".to_owned(), tags(&[("k", "v=w")]))
+        );
     }
 
     #[test]
     fn invalid_tag_syntax_keeps_the_raw_name() {
-        for raw in ["p.tagbad;a=", ";a=b", "m;novalue", "m;=v", "m;a=~x", "~~~;a=b", "m;a!=b"] {
+        for raw in [
+            "p.tagbad;a=",
+            ";a=b",
+            "m;novalue",
+            "m;=v",
+            "m;a=~x",
+            "~~~;a=b",
+            "m;a!=b",
+        ] {
             assert_eq!(parse(raw), (raw.to_owned(), Vec::new()), "{raw}");
             assert_eq!(written(raw), raw);
         }
@@ -167,9 +184,27 @@ mod tests {
     #[test]
     fn names_that_cannot_sit_on_a_line_are_refused() {
         let mut batch = Batch::new();
-        batch.push("has space", [], Timestamp::from_millis(0), Value::F64(1.0), None);
-        batch.push("m", [("k", "v w")], Timestamp::from_millis(0), Value::F64(1.0), None);
-        batch.push("m", [("k", "")], Timestamp::from_millis(0), Value::F64(1.0), None);
+        batch.push(
+            "has space",
+            [],
+            Timestamp::from_millis(0),
+            Value::F64(1.0),
+            None,
+        );
+        batch.push(
+            "m",
+            [("k", "v w")],
+            Timestamp::from_millis(0),
+            Value::F64(1.0),
+            None,
+        );
+        batch.push(
+            "m",
+            [("k", "")],
+            Timestamp::from_millis(0),
+            Value::F64(1.0),
+            None,
+        );
         batch.push("", [], Timestamp::from_millis(0), Value::F64(1.0), None);
         for point in batch.iter() {
             let mut out = Vec::new();

@@ -163,7 +163,7 @@ const SAMPLE_BYTES: usize = 200;
 impl Rejects {
     /// Records one reject; keeps a sample while there is room.
     pub fn add(&mut self, reason: Reason, record: &[u8]) {
-        self.add_with_detail(reason, record, || String::new());
+        self.add_with_detail(reason, record, String::new);
     }
 
     /// Records one reject with a detail message built only if sampled.

@@ -172,7 +172,11 @@ impl<'a> Machine<'a> {
                 self.pop_mark()?;
             }
             b'2' => {
-                let top = self.stack.last().cloned().ok_or(PickleError::StackUnderflow)?;
+                let top = self
+                    .stack
+                    .last()
+                    .cloned()
+                    .ok_or(PickleError::StackUnderflow)?;
                 self.stack.push(top);
             }
             b'N' => self.stack.push(PVal::None),
@@ -205,8 +209,13 @@ impl<'a> Machine<'a> {
             }
             b'F' => {
                 let line = self.input.line()?;
-                let text = std::str::from_utf8(line).map_err(|_| PickleError::BadLiteral("float"))?;
-                PVal::Float(text.trim().parse().map_err(|_| PickleError::BadLiteral("float"))?)
+                let text =
+                    std::str::from_utf8(line).map_err(|_| PickleError::BadLiteral("float"))?;
+                PVal::Float(
+                    text.trim()
+                        .parse()
+                        .map_err(|_| PickleError::BadLiteral("float"))?,
+                )
             }
             b'G' => PVal::Float(f64::from_be_bytes(self.input.fixed()?)),
             b'S' => PVal::Str(utf8(Cow::Owned(unescape_string(self.input.line()?)?))?),
@@ -269,7 +278,11 @@ impl<'a> Machine<'a> {
             }
             0x85..=0x87 => {
                 let n = usize::from(opcode - 0x84);
-                let at = self.stack.len().checked_sub(n).ok_or(PickleError::StackUnderflow)?;
+                let at = self
+                    .stack
+                    .len()
+                    .checked_sub(n)
+                    .ok_or(PickleError::StackUnderflow)?;
                 let items: Vec<_> = self.stack.drain(at..).collect();
                 self.push_tuple(items);
             }
@@ -386,7 +399,11 @@ impl<'a> Machine<'a> {
     }
 
     fn memo_put(&mut self, id: u64) -> Result<(), PickleError> {
-        let value = self.stack.last().cloned().ok_or(PickleError::StackUnderflow)?;
+        let value = self
+            .stack
+            .last()
+            .cloned()
+            .ok_or(PickleError::StackUnderflow)?;
         // Real picklers number memo entries from 0 upwards, one per PUT, so
         // an id beyond the frame's length is hostile: refuse it rather than
         // grow the table.
@@ -468,7 +485,11 @@ fn decode_long(bytes: &[u8]) -> PVal<'static> {
         let byte = if negative { !byte } else { byte };
         magnitude = magnitude * 256.0 + f64::from(byte);
     }
-    PVal::BigInt(if negative { -(magnitude + 1.0) } else { magnitude })
+    PVal::BigInt(if negative {
+        -(magnitude + 1.0)
+    } else {
+        magnitude
+    })
 }
 
 /// Protocol-0 `STRING`: a Python 2 `repr()` of a byte string.
@@ -581,7 +602,9 @@ mod tests {
         let items = top_items(data);
         assert_eq!(items.len(), 1);
         let (top, store) = unpickle(data).expect("valid");
-        let row = store.items(&store.items(&top).expect("list")[0]).expect("tuple");
+        let row = store
+            .items(&store.items(&top).expect("list")[0])
+            .expect("tuple");
         assert_eq!(row[0], PVal::Str(Cow::Borrowed("aA\n'b")));
         assert_eq!(row[1], PVal::Str(Cow::Borrowed("éx")));
         assert_eq!(row[2], PVal::Bool(true));
@@ -593,7 +616,10 @@ mod tests {
     fn binary_longs_are_twos_complement() {
         assert_eq!(decode_long(&[]), PVal::Int(0));
         assert_eq!(decode_long(&[0xff]), PVal::Int(-1));
-        assert_eq!(decode_long(&[0x00, 0xf1, 0x53, 0x65]), PVal::Int(1_700_000_000));
+        assert_eq!(
+            decode_long(&[0x00, 0xf1, 0x53, 0x65]),
+            PVal::Int(1_700_000_000)
+        );
         assert_eq!(decode_long(&[0xff, 0x7f]), PVal::Int(32767));
         assert_eq!(decode_long(&[0; 9]), PVal::BigInt(0.0));
         assert_eq!(decode_long(&[0xff; 9]), PVal::BigInt(-1.0));
@@ -621,7 +647,10 @@ mod tests {
             (b"a.", PickleError::StackUnderflow),
             (b"\x80\x09].", PickleError::Protocol(9)),
             (b"X\xff\xff\xff\xff", PickleError::Truncated),
-            (b"\x8d\xff\xff\xff\xff\xff\xff\xff\xff", PickleError::Truncated),
+            (
+                b"\x8d\xff\xff\xff\xff\xff\xff\xff\xff",
+                PickleError::Truncated,
+            ),
             (b"h\x05.", PickleError::Memo(5)),
             (b"N\x8a\x01", PickleError::Truncated),
             (b"NK\x01a.", PickleError::WrongContainer("APPEND")),
@@ -629,7 +658,11 @@ mod tests {
             (b"]r\xff\xff\xff\x00.", PickleError::Memo(0x00ff_ffff)),
         ];
         for (data, expected) in cases {
-            assert_eq!(unpickle(data).map(|_| ()), Err(expected.clone()), "{data:?}");
+            assert_eq!(
+                unpickle(data).map(|_| ()),
+                Err(expected.clone()),
+                "{data:?}"
+            );
         }
     }
 }

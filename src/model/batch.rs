@@ -82,12 +82,16 @@ impl Batch {
 
     /// The point at `index`.
     pub fn get(&self, index: usize) -> Option<PointRef<'_>> {
-        self.entries.get(index).map(|entry| PointRef { batch: self, entry })
+        self.entries
+            .get(index)
+            .map(|entry| PointRef { batch: self, entry })
     }
 
     /// Iterates over the points in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = PointRef<'_>> + '_ {
-        self.entries.iter().map(move |entry| PointRef { batch: self, entry })
+        self.entries
+            .iter()
+            .map(move |entry| PointRef { batch: self, entry })
     }
 
     /// Appends a point from its parts. Tags may come in any order; they are
@@ -277,9 +281,21 @@ mod tests {
     #[test]
     fn points_keep_their_own_tags() {
         let mut batch = Batch::new();
-        batch.push("a", [("x", "1")], Timestamp::from_millis(1), Value::F64(1.0), None);
+        batch.push(
+            "a",
+            [("x", "1")],
+            Timestamp::from_millis(1),
+            Value::F64(1.0),
+            None,
+        );
         batch.push("b", [], Timestamp::from_millis(2), Value::I64(2), None);
-        batch.push("c", [("y", "3"), ("w", "4")], Timestamp::from_millis(3), Value::U32(3), None);
+        batch.push(
+            "c",
+            [("y", "3"), ("w", "4")],
+            Timestamp::from_millis(3),
+            Value::U32(3),
+            None,
+        );
         let points = batch.to_points();
         assert_eq!(points[0].tags, vec![("x".to_owned(), "1".to_owned())]);
         assert!(points[1].tags.is_empty());

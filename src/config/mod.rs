@@ -1,0 +1,238 @@
+//! Validated configuration: what to run, never how to run it.
+//!
+//! [`load`] reads relay.yaml into the serde mirror in [`raw`], reporting
+//! parse errors with their YAML path (`upstreams[0].queue.when_full`), then
+//! [`validate`] turns it into these domain types, resolving names and
+//! compiling patterns, with errors that name the path too.
+
+pub mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use regex::Regex;
+
+use crate::codec::{Limits, Protocol};
+use crate::queue::WhenFull;
+
+pub use validate::validate;
+
+/// Default `batch.max_points`, as carbon's relay (`MAX_DATAPOINTS_PER_MESSAGE`).
+pub const DEFAULT_BATCH_POINTS: usize = 500;
+/// Default `batch.max_delay`.
+pub const DEFAULT_BATCH_DELAY: Duration = Duration::from_millis(200);
+/// Default `queue.max_points`.
+pub const DEFAULT_QUEUE_POINTS: usize = 1_000_000;
+/// Default first reconnect backoff.
+pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_millis(100);
+/// Default reconnect backoff cap.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
+/// Default connection attempt timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default drain time on shutdown.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default `max_connections` per TCP listener.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// The validated relay configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where `/metrics` and `/health` are served, if anywhere.
+    pub admin: Option<SocketAddr>,
+    /// Inputs.
+    pub listeners: Vec<ListenerConfig>,
+    /// Outputs; routes refer to them by index.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Routing rules in evaluation order.
+    pub routes: Vec<RouteConfig>,
+    /// Drain time on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// One input.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Unique name.
+    pub name: String,
+    /// Wire protocol.
+    pub protocol: Protocol,
+    /// TCP (and UDP) address.
+    pub listen: SocketAddr,
+    /// Whether to also listen on UDP.
+    pub udp: bool,
+    /// Decoder limits.
+    pub limits: Limits,
+    /// Most simultaneous TCP connections.
+    pub max_connections: usize,
+}
+
+/// One output.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Unique name.
+    pub name: String,
+    /// The protocol key from the file.
+    pub protocol: Protocol,
+    /// The encoding written (the protocol, or `format` for files).
+    pub format: Protocol,
+    /// Where the bytes go.
+    pub target: Target,
+    /// Chunking.
+    pub batch: BatchConfig,
+    /// Bounded queue.
+    pub queue: QueueConfig,
+    /// Backoff between failed attempts.
+    pub retry: RetryConfig,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+}
+
+/// Where an upstream sends its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A persistent TCP connection to `host:port`.
+    Tcp(String),
+    /// Datagrams to `host:port`.
+    Udp(String),
+    /// Appends to a file.
+    File(PathBuf),
+    /// Writes to standard output.
+    Stdout,
+}
+
+/// `batch:` of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// Most points per chunk (one pickle frame, one write).
+    pub max_points: usize,
+    /// Longest wait for a partial chunk.
+    pub max_delay: Duration,
+}
+
+/// `queue:` of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// Capacity in points.
+    pub max_points: usize,
+    /// Overflow policy.
+    pub when_full: WhenFull,
+}
+
+/// `retry:` of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// First backoff.
+    pub initial: Duration,
+    /// Backoff cap.
+    pub max: Duration,
+}
+
+/// One routing rule.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Conditions that must all hold (empty for a default route).
+    pub matchers: Vec<Matcher>,
+    /// Whether this route only takes points no other route matched.
+    pub default: bool,
+    /// Indices into [`Config::upstreams`].
+    pub to: Vec<usize>,
+    /// Stop after this route matched.
+    pub stop: bool,
+}
+
+/// One condition on a point's path (its name without `;tags`).
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// The path starts with the text.
+    Prefix(String),
+    /// The regex finds a match in the path.
+    Regex(Regex),
+    /// The path matches the Graphite glob (compiled to an anchored regex).
+    Glob {
+        /// The glob as written.
+        pattern: String,
+        /// Its compiled form.
+        regex: Regex,
+    },
+}
+
+impl Matcher {
+    /// True when the path satisfies the condition.
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            Matcher::Prefix(prefix) => path.starts_with(prefix.as_str()),
+            Matcher::Regex(regex) | Matcher::Glob { regex, .. } => regex.is_match(path),
+        }
+    }
+}
+
+/// A configuration problem, with the YAML path it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML does not fit the schema.
+    #[error("{path}: {message}")]
+    Parse {
+        /// YAML path of the problem.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is not acceptable.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// YAML path of the problem.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Reads and validates a configuration file.
+///
+/// # Errors
+/// [`ConfigError`] naming the file, or the YAML path and the problem.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text)
+}
+
+/// Parses and validates configuration text.
+///
+/// # Errors
+/// [`ConfigError`] naming the YAML path and the problem.
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+    let raw: raw::RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let path = display_path(&err.path().to_string());
+        let message = err.inner().to_string();
+        // The YAML library prefixes its own (shorter) path; keep one.
+        let message = match message.split_once(": ") {
+            Some((head, rest)) if path.starts_with(head) => rest.to_owned(),
+            _ => message,
+        };
+        ConfigError::Parse { path, message }
+    })?;
+    validate(raw)
+}
+
+fn display_path(path: &str) -> String {
+    if path.is_empty() || path == "." {
+        "(top level)".to_owned()
+    } else {
+        path.to_owned()
+    }
+}

@@ -1,0 +1,234 @@
+//! The serde mirror of relay.yaml: field names as operators write them,
+//! unknown keys rejected, no logic beyond parsing scalars.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use crate::codec::Protocol;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Admin HTTP listener.
+    pub admin: Option<RawAdmin>,
+    /// Inputs.
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    /// Outputs.
+    #[serde(default)]
+    pub upstreams: Vec<RawUpstream>,
+    /// Routing rules, in order.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    /// Shutdown behaviour.
+    pub shutdown: Option<RawShutdown>,
+}
+
+/// `admin:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `ip:port` to serve `/metrics` and `/health` on.
+    pub listen: String,
+}
+
+/// `shutdown:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShutdown {
+    /// How long queues may drain after SIGTERM/SIGINT.
+    pub grace: Option<HumanDuration>,
+}
+
+/// One entry of `listeners:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// Unique name, used in metrics.
+    pub name: String,
+    /// Wire protocol.
+    pub protocol: Protocol,
+    /// `ip:port` to listen on.
+    pub listen: String,
+    /// Also listen on UDP (graphite_plaintext only).
+    #[serde(default)]
+    pub udp: bool,
+    /// Longest accepted line.
+    pub max_line_length: Option<usize>,
+    /// Largest accepted pickle frame.
+    pub max_frame_bytes: Option<ByteSize>,
+    /// Most simultaneous TCP connections.
+    pub max_connections: Option<usize>,
+}
+
+/// One entry of `upstreams:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Unique name, used by routes and in metrics.
+    pub name: String,
+    /// Output protocol.
+    pub protocol: Protocol,
+    /// `host:port` of a TCP or UDP upstream.
+    pub address: Option<String>,
+    /// URL of an HTTP upstream.
+    pub url: Option<String>,
+    /// Send datagrams instead of a TCP stream (graphite_plaintext only).
+    #[serde(default)]
+    pub udp: bool,
+    /// File path for `protocol: file`; `-` is stdout.
+    pub path: Option<String>,
+    /// Text format for `protocol: file`.
+    pub format: Option<Protocol>,
+    /// Chunking.
+    pub batch: Option<RawBatch>,
+    /// Bounded queue.
+    pub queue: Option<RawQueue>,
+    /// Reconnect and resend backoff.
+    pub retry: Option<RawRetry>,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Option<HumanDuration>,
+}
+
+/// `batch:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBatch {
+    /// Most points per chunk.
+    pub max_points: Option<usize>,
+    /// Longest wait for a chunk to fill.
+    pub max_delay: Option<HumanDuration>,
+}
+
+/// `queue:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueue {
+    /// Capacity in points.
+    pub max_points: Option<usize>,
+    /// What to do when full.
+    pub when_full: Option<crate::queue::WhenFull>,
+}
+
+/// `retry:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// First backoff.
+    pub initial: Option<HumanDuration>,
+    /// Backoff cap.
+    pub max: Option<HumanDuration>,
+}
+
+/// One entry of `routes:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Conditions that must all hold.
+    #[serde(rename = "match")]
+    pub matcher: Option<RawMatch>,
+    /// Applies only to points no other route matched.
+    #[serde(default)]
+    pub default: bool,
+    /// Upstream names.
+    pub to: Vec<String>,
+    /// Stop evaluating later routes once this one matched.
+    #[serde(default)]
+    pub stop: bool,
+}
+
+/// `match:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    /// The path starts with this text.
+    pub prefix: Option<String>,
+    /// The path contains a match of this regex (anchor it to anchor).
+    pub regex: Option<String>,
+    /// The whole path matches this Graphite glob.
+    pub glob: Option<String>,
+}
+
+/// A duration written as `200ms`, `5s`, `1m30s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(|err| de::Error::custom(format!("invalid duration {text:?}: {err}")))
+    }
+}
+
+/// A size written as a number of bytes or with a unit (`64KiB`, `1MiB`, `10GB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a byte count such as 1048576 or 1MiB")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                parse_byte_size(v)
+                    .map(ByteSize)
+                    .ok_or_else(|| E::custom(format!("invalid size {v:?}")))
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+/// Parses `1234`, `64KiB`, `1MiB`, `10GiB`, `5MB`.
+pub fn parse_byte_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        _ => return None,
+    };
+    number.checked_mul(multiplier)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_byte_size("1048576"), Some(1_048_576));
+        assert_eq!(parse_byte_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_byte_size("10GiB"), Some(10 << 30));
+        assert_eq!(parse_byte_size("5 MB"), Some(5_000_000));
+        assert_eq!(parse_byte_size("5 parsecs"), None);
+        assert_eq!(parse_byte_size("MiB"), None);
+    }
+}

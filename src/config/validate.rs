@@ -1,0 +1,470 @@
+//! Raw to validated configuration: defaults, cross-references, patterns.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use regex::Regex;
+
+use super::raw::{RawConfig, RawListener, RawRoute, RawUpstream};
+use super::{
+    BatchConfig, Config, ConfigError, ListenerConfig, Matcher, QueueConfig, RetryConfig,
+    RouteConfig, Target, UpstreamConfig, DEFAULT_BATCH_DELAY, DEFAULT_BATCH_POINTS,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_QUEUE_POINTS, DEFAULT_RETRY_INITIAL,
+    DEFAULT_RETRY_MAX, DEFAULT_SHUTDOWN_GRACE,
+};
+use crate::codec::{self, Limits, Protocol};
+use crate::queue::WhenFull;
+
+/// Checks a raw configuration and resolves it into [`Config`].
+///
+/// # Errors
+/// [`ConfigError::Invalid`] with the YAML path of the first problem found.
+pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let admin = raw
+        .admin
+        .map(|admin| parse_socket_addr(&admin.listen, "admin.listen"))
+        .transpose()?;
+    let mut names = HashSet::new();
+    let listeners = raw
+        .listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, listener)| {
+            let path = format!("listeners[{i}]");
+            unique(&mut names, &listener.name, &format!("{path}.name"))?;
+            validate_listener(listener, &path)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut upstream_names = HashSet::new();
+    let upstreams = raw
+        .upstreams
+        .into_iter()
+        .enumerate()
+        .map(|(i, upstream)| {
+            let path = format!("upstreams[{i}]");
+            unique(&mut upstream_names, &upstream.name, &format!("{path}.name"))?;
+            validate_upstream(upstream, &path)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let routes = raw
+        .routes
+        .into_iter()
+        .enumerate()
+        .map(|(i, route)| validate_route(route, &upstreams, &format!("routes[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if upstreams.len() > crate::route::MAX_UPSTREAMS {
+        return Err(invalid(
+            "upstreams",
+            format!(
+                "at most {} upstreams are supported",
+                crate::route::MAX_UPSTREAMS
+            ),
+        ));
+    }
+    let shutdown_grace = raw
+        .shutdown
+        .and_then(|s| s.grace)
+        .map_or(DEFAULT_SHUTDOWN_GRACE, |d| d.0);
+    Ok(Config {
+        admin,
+        listeners,
+        upstreams,
+        routes,
+        shutdown_grace,
+    })
+}
+
+fn validate_listener(raw: RawListener, path: &str) -> Result<ListenerConfig, ConfigError> {
+    let listen = parse_socket_addr(&raw.listen, &format!("{path}.listen"))?;
+    let mut limits = Limits::default();
+    if !matches!(
+        raw.protocol,
+        Protocol::GraphitePlaintext | Protocol::GraphitePickle
+    ) {
+        return Err(invalid(
+            &format!("{path}.protocol"),
+            format!(
+                "listener protocol {} is not available yet (graphite_plaintext, graphite_pickle)",
+                raw.protocol
+            ),
+        ));
+    }
+    if raw.udp && raw.protocol != Protocol::GraphitePlaintext {
+        return Err(invalid(
+            &format!("{path}.udp"),
+            "only graphite_plaintext listens on UDP",
+        ));
+    }
+    if let Some(max) = raw.max_line_length {
+        if max == 0 {
+            return Err(invalid(
+                &format!("{path}.max_line_length"),
+                "must be greater than 0",
+            ));
+        }
+        limits.max_line_bytes = max;
+    }
+    if let Some(max) = raw.max_frame_bytes {
+        limits.max_frame_bytes = usize::try_from(max.0)
+            .ok()
+            .filter(|&max| max > 0 && max <= u32::MAX as usize)
+            .ok_or_else(|| {
+                invalid(
+                    &format!("{path}.max_frame_bytes"),
+                    "must be between 1 and 4GiB",
+                )
+            })?;
+    }
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        return Err(invalid(
+            &format!("{path}.max_connections"),
+            "must be greater than 0",
+        ));
+    }
+    Ok(ListenerConfig {
+        name: raw.name,
+        protocol: raw.protocol,
+        listen,
+        udp: raw.udp,
+        limits,
+        max_connections,
+    })
+}
+
+fn validate_upstream(raw: RawUpstream, path: &str) -> Result<UpstreamConfig, ConfigError> {
+    let (target, format) = validate_target(&raw, path)?;
+    let batch = raw.batch.as_ref();
+    let batch = BatchConfig {
+        max_points: batch
+            .and_then(|b| b.max_points)
+            .unwrap_or(DEFAULT_BATCH_POINTS),
+        max_delay: batch
+            .and_then(|b| b.max_delay)
+            .map_or(DEFAULT_BATCH_DELAY, |d| d.0),
+    };
+    if batch.max_points == 0 {
+        return Err(invalid(
+            &format!("{path}.batch.max_points"),
+            "must be greater than 0",
+        ));
+    }
+    let queue = raw.queue.as_ref();
+    let queue = QueueConfig {
+        max_points: queue
+            .and_then(|q| q.max_points)
+            .unwrap_or(DEFAULT_QUEUE_POINTS),
+        when_full: queue.and_then(|q| q.when_full).unwrap_or(WhenFull::Block),
+    };
+    if queue.max_points == 0 || queue.max_points > crate::queue::MAX_CAPACITY {
+        return Err(invalid(
+            &format!("{path}.queue.max_points"),
+            format!("must be between 1 and {}", crate::queue::MAX_CAPACITY),
+        ));
+    }
+    let retry = raw.retry.as_ref();
+    let retry = RetryConfig {
+        initial: retry
+            .and_then(|r| r.initial)
+            .map_or(DEFAULT_RETRY_INITIAL, |d| d.0),
+        max: retry.and_then(|r| r.max).map_or(DEFAULT_RETRY_MAX, |d| d.0),
+    };
+    if retry.initial.is_zero() || retry.max < retry.initial {
+        return Err(invalid(
+            &format!("{path}.retry"),
+            "initial must be greater than 0 and not above max",
+        ));
+    }
+    Ok(UpstreamConfig {
+        name: raw.name,
+        protocol: raw.protocol,
+        format,
+        target,
+        batch,
+        queue,
+        retry,
+        connect_timeout: raw.connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0),
+    })
+}
+
+fn validate_target(raw: &RawUpstream, path: &str) -> Result<(Target, Protocol), ConfigError> {
+    let forbid = |present: bool, key: &str, why: &str| {
+        if present {
+            Err(invalid(&format!("{path}.{key}"), why))
+        } else {
+            Ok(())
+        }
+    };
+    forbid(
+        raw.url.is_some(),
+        "url",
+        "HTTP upstreams are not available yet",
+    )?;
+    match raw.protocol {
+        Protocol::GraphitePlaintext | Protocol::GraphitePickle => {
+            forbid(raw.path.is_some(), "path", "only file upstreams take a path")?;
+            forbid(raw.format.is_some(), "format", "only file upstreams take a format")?;
+            forbid(
+                raw.udp && raw.protocol == Protocol::GraphitePickle,
+                "udp",
+                "pickle is sent over TCP only",
+            )?;
+            let address = raw
+                .address
+                .clone()
+                .ok_or_else(|| invalid(&format!("{path}.address"), "is required (host:port)"))?;
+            check_host_port(&address, &format!("{path}.address"))?;
+            let target = if raw.udp {
+                Target::Udp(address)
+            } else {
+                Target::Tcp(address)
+            };
+            Ok((target, raw.protocol))
+        }
+        Protocol::File => {
+            forbid(raw.address.is_some(), "address", "file upstreams take a path")?;
+            forbid(raw.udp, "udp", "file upstreams take a path")?;
+            let format = raw.format.unwrap_or(Protocol::GraphitePlaintext);
+            if codec::encoder_for(format).is_none() || format == Protocol::GraphitePickle {
+                return Err(invalid(
+                    &format!("{path}.format"),
+                    format!("{format} is not a text format (graphite_plaintext)"),
+                ));
+            }
+            let target = match raw.path.as_deref() {
+                None | Some("-") => Target::Stdout,
+                Some(file) => Target::File(PathBuf::from(file)),
+            };
+            Ok((target, format))
+        }
+        other => Err(invalid(
+            &format!("{path}.protocol"),
+            format!("upstream protocol {other} is not available yet (graphite_plaintext, graphite_pickle, file)"),
+        )),
+    }
+}
+
+fn validate_route(
+    raw: RawRoute,
+    upstreams: &[UpstreamConfig],
+    path: &str,
+) -> Result<RouteConfig, ConfigError> {
+    let mut matchers = Vec::new();
+    if let Some(matcher) = raw.matcher {
+        if let Some(prefix) = matcher.prefix {
+            matchers.push(Matcher::Prefix(prefix));
+        }
+        if let Some(pattern) = matcher.regex {
+            let regex = Regex::new(&pattern)
+                .map_err(|err| invalid(&format!("{path}.match.regex"), err.to_string()))?;
+            matchers.push(Matcher::Regex(regex));
+        }
+        if let Some(pattern) = matcher.glob {
+            let regex = Regex::new(&glob_to_regex(&pattern))
+                .map_err(|err| invalid(&format!("{path}.match.glob"), err.to_string()))?;
+            matchers.push(Matcher::Glob { pattern, regex });
+        }
+        if matchers.is_empty() {
+            return Err(invalid(
+                &format!("{path}.match"),
+                "needs prefix, regex or glob",
+            ));
+        }
+    }
+    if raw.default && !matchers.is_empty() {
+        return Err(invalid(
+            &format!("{path}.default"),
+            "a default route has no match",
+        ));
+    }
+    if !raw.default && matchers.is_empty() {
+        return Err(invalid(
+            &format!("{path}.match"),
+            "is required (or set default: true)",
+        ));
+    }
+    if raw.to.is_empty() {
+        return Err(invalid(&format!("{path}.to"), "names no upstream"));
+    }
+    let to = raw
+        .to
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            upstreams
+                .iter()
+                .position(|u| &u.name == name)
+                .ok_or_else(|| {
+                    invalid(
+                        &format!("{path}.to[{i}]"),
+                        format!("unknown upstream {name:?}"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RouteConfig {
+        matchers,
+        default: raw.default,
+        to,
+        stop: raw.stop,
+    })
+}
+
+/// Translates a Graphite glob into an anchored regex: `*` and `?` stay
+/// within one path segment, `{a,b}` alternates, `[..]` is a class.
+pub(crate) fn glob_to_regex(glob: &str) -> String {
+    let mut out = String::from("^");
+    let mut in_braces = false;
+    let mut chars = glob.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => out.push_str("[^.]*"),
+            '?' => out.push_str("[^.]"),
+            '{' if !in_braces => {
+                in_braces = true;
+                out.push_str("(?:");
+            }
+            '}' if in_braces => {
+                in_braces = false;
+                out.push(')');
+            }
+            ',' if in_braces => out.push('|'),
+            '[' => {
+                out.push('[');
+                for class_char in chars.by_ref() {
+                    if class_char == ']' {
+                        break;
+                    }
+                    if class_char == '\\' || class_char == '[' {
+                        out.push('\\');
+                    }
+                    out.push(class_char);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&regex::escape(&other.to_string())),
+        }
+    }
+    if in_braces {
+        out.push(')');
+    }
+    out.push('$');
+    out
+}
+
+fn unique(seen: &mut HashSet<String>, name: &str, path: &str) -> Result<(), ConfigError> {
+    if name.is_empty() {
+        return Err(invalid(path, "must not be empty"));
+    }
+    if !seen.insert(name.to_owned()) {
+        return Err(invalid(path, format!("duplicate name {name:?}")));
+    }
+    Ok(())
+}
+
+fn parse_socket_addr(text: &str, path: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse()
+        .map_err(|_| invalid(path, format!("{text:?} is not ip:port")))
+}
+
+fn check_host_port(text: &str, path: &str) -> Result<(), ConfigError> {
+    let valid = text
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid(path, format!("{text:?} is not host:port")))
+    }
+}
+
+fn invalid(path: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_owned(),
+        message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse;
+    use super::*;
+
+    const CONTRACT: &str = r#"
+admin: {listen: 127.0.0.1:8081}
+listeners:
+  - {name: plain, protocol: graphite_plaintext, listen: 0.0.0.0:2003, udp: true}
+  - {name: pickle, protocol: graphite_pickle, listen: 0.0.0.0:2004}
+upstreams:
+  - name: carbon
+    protocol: graphite_pickle
+    address: 127.0.0.1:2104
+    batch: {max_points: 500, max_delay: 200ms}
+    queue: {max_points: 1000000, when_full: block}
+routes:
+  - {match: {prefix: "servers."}, to: [carbon], stop: true}
+  - {match: {regex: ".*"}, to: [carbon]}
+"#;
+
+    #[test]
+    fn the_issue_contract_parses() {
+        let config = parse(CONTRACT).expect("valid");
+        assert_eq!(config.listeners.len(), 2);
+        assert!(config.listeners[0].udp);
+        assert_eq!(config.upstreams[0].batch.max_delay.as_millis(), 200);
+        assert_eq!(config.upstreams[0].queue.when_full, WhenFull::Block);
+        assert_eq!(config.routes[0].to, vec![0]);
+        assert!(config.routes[0].stop);
+    }
+
+    fn error_of(yaml: &str) -> String {
+        parse(yaml).expect_err("must be rejected").to_string()
+    }
+
+    #[test]
+    fn errors_name_the_yaml_path() {
+        let typo = CONTRACT.replace("max_delay", "max_dealy");
+        assert!(
+            error_of(&typo).starts_with("upstreams[0].batch.max_dealy: unknown field `max_dealy`"),
+            "{}",
+            error_of(&typo)
+        );
+        let bad_policy = CONTRACT.replace("when_full: block", "when_full: explode");
+        assert!(error_of(&bad_policy).starts_with("upstreams[0].queue.when_full"));
+        let unknown = CONTRACT.replace("to: [carbon], stop", "to: [nope], stop");
+        assert_eq!(
+            error_of(&unknown),
+            "routes[0].to[0]: unknown upstream \"nope\""
+        );
+        let bad_regex = CONTRACT.replace("\".*\"", "\"(\"");
+        assert!(error_of(&bad_regex).starts_with("routes[1].match.regex"));
+        let bad_duration = CONTRACT.replace("200ms", "soon");
+        assert!(error_of(&bad_duration).contains("invalid duration"));
+        let dup = CONTRACT.replace("name: pickle", "name: plain");
+        assert_eq!(
+            error_of(&dup),
+            "listeners[1].name: duplicate name \"plain\""
+        );
+        let udp_pickle =
+            CONTRACT.replace("listen: 0.0.0.0:2004}", "listen: 0.0.0.0:2004, udp: true}");
+        assert!(error_of(&udp_pickle).starts_with("listeners[1].udp"));
+    }
+
+    #[test]
+    fn graphite_globs() {
+        let cases = [
+            ("servers.*.cpu", "servers.web01.cpu", true),
+            ("servers.*.cpu", "servers.a.b.cpu", false),
+            ("servers.{web,db}01.?pu", "servers.db01.cpu", true),
+            ("servers.{web,db}01.?pu", "servers.mx01.cpu", false),
+            ("a.[0-9].b", "a.7.b", true),
+            ("a.b+c", "a.b+c", true),
+            ("a.b+c", "a.bbc", false),
+        ];
+        for (glob, path, expected) in cases {
+            let regex = Regex::new(&glob_to_regex(glob)).expect("compiles");
+            assert_eq!(regex.is_match(path), expected, "{glob} vs {path}");
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! TCP listeners: accept (bounded by `max_connections`), read, decode,
+//! dispatch. Under `block` the dispatch waits, the connection is not read
+//! meanwhile, and the sender's TCP window closes: real backpressure.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn, Instrument};
+
+use super::RejectLog;
+use crate::codec::{self, Rejects};
+use crate::config::ListenerConfig;
+use crate::model::{Batch, Timestamp};
+use crate::route::Router;
+use crate::telemetry::ListenerMetrics;
+
+/// Bytes requested per read.
+const READ_BYTES: usize = 256 * 1024;
+
+/// Accepts connections until cancelled; each runs as its own task.
+pub async fn run_listener(
+    config: ListenerConfig,
+    listener: TcpListener,
+    router: Arc<Router>,
+    metrics: ListenerMetrics,
+    token: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let reject_log = RejectLog::default();
+    let config = Arc::new(config);
+    loop {
+        // Like carbon, stop accepting while at the connection limit.
+        let slot = tokio::select! {
+            _ = token.cancelled() => break,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let (socket, peer) = tokio::select! {
+            _ = token.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    warn!(listener = %config.name, error = %err, "Accept failed.");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        metrics.connections_accepted.inc();
+        let connection = Connection {
+            config: Arc::clone(&config),
+            router: Arc::clone(&router),
+            metrics: metrics.clone(),
+            reject_log: reject_log.clone(),
+            peer,
+        };
+        let span = tracing::info_span!("conn", listener = %config.name, %peer);
+        let token = token.clone();
+        tasks.spawn(
+            async move {
+                connection.metrics.connections_active.inc();
+                connection.serve(socket, token).await;
+                connection.metrics.connections_active.dec();
+                drop(slot);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+struct Connection {
+    config: Arc<ListenerConfig>,
+    router: Arc<Router>,
+    metrics: ListenerMetrics,
+    reject_log: RejectLog,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    async fn serve(&self, mut socket: TcpStream, token: CancellationToken) {
+        let Some(mut decoder) = codec::decoder_for(self.config.protocol, &self.config.limits)
+        else {
+            return;
+        };
+        let mut buffer = BytesMut::with_capacity(READ_BYTES);
+        let mut rejects = Rejects::default();
+        loop {
+            if buffer.capacity() - buffer.len() < READ_BYTES / 4 {
+                buffer.reserve(READ_BYTES);
+            }
+            let read = tokio::select! {
+                _ = token.cancelled() => break,
+                read = socket.read_buf(&mut buffer) => read,
+            };
+            let n = match read {
+                Ok(n) => n,
+                Err(err) => {
+                    debug!(error = %err, "Read failed; closing.");
+                    break;
+                }
+            };
+            if n == 0 {
+                decoder.decode_eof(&buffer, &mut rejects);
+                self.account(&mut rejects);
+                break;
+            }
+            self.metrics.bytes_received.inc_by(n as u64);
+            let mut batch = Batch::with_capacity(n / 48, n);
+            let decoded = decoder.decode(&buffer, Timestamp::now(), &mut batch, &mut rejects);
+            self.account(&mut rejects);
+            let used = match decoded {
+                Ok(used) => used,
+                Err(err) => {
+                    warn!(error = %err, "Closing connection: stream cannot be framed.");
+                    self.metrics.connections_closed_on_error.inc();
+                    break;
+                }
+            };
+            buffer.advance(used);
+            if !batch.is_empty() {
+                self.metrics.points_received.inc_by(batch.len() as u64);
+                self.router.dispatch(batch).await;
+            }
+        }
+    }
+
+    fn account(&self, rejects: &mut Rejects) {
+        if rejects.total() > 0 {
+            self.metrics.count_rejects(rejects);
+            self.reject_log.log(&self.config.name, self.peer, rejects);
+            rejects.clear();
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Gathering queued batches into chunks of at most `max_points` points.
+//!
+//! A chunk is a list of ranges over shared batches, so chunking copies no
+//! point. It fills until `max_points`, or until `max_delay` has passed since
+//! its first point, whichever comes first. Permits go back to the queue
+//! only when a batch's last point has been delivered.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use tokio::time::{timeout_at, Instant};
+
+use crate::config::BatchConfig;
+use crate::model::{Batch, PointRef};
+use crate::queue::{QueueItem, QueueReceiver};
+
+/// Points to encode and send as one unit.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    segments: Vec<(Arc<Batch>, Range<usize>)>,
+    n_points: usize,
+    /// Queue permits freed once this chunk is delivered.
+    pub permits: u32,
+}
+
+impl Chunk {
+    /// Number of points.
+    pub fn len(&self) -> usize {
+        self.n_points
+    }
+
+    /// True when the chunk has no point.
+    pub fn is_empty(&self) -> bool {
+        self.n_points == 0
+    }
+
+    /// The points in order.
+    pub fn points(&self) -> impl Iterator<Item = PointRef<'_>> + '_ {
+        self.segments
+            .iter()
+            .flat_map(|(batch, range)| range.clone().filter_map(move |index| batch.get(index)))
+    }
+}
+
+/// Cuts the queue's batches into chunks.
+#[derive(Debug)]
+pub struct Chunker {
+    config: BatchConfig,
+    /// A batch only partly taken by the previous chunk, and where it resumes.
+    pending: Option<(QueueItem, usize)>,
+}
+
+impl Chunker {
+    /// A chunker with the upstream's batch settings.
+    pub fn new(config: BatchConfig) -> Self {
+        Self {
+            config,
+            pending: None,
+        }
+    }
+
+    /// The next chunk, or `None` when the queue is closed and empty.
+    pub async fn next(&mut self, queue: &mut QueueReceiver) -> Option<Chunk> {
+        let mut chunk = Chunk::default();
+        let mut deadline = None;
+        while chunk.n_points < self.config.max_points {
+            let (item, offset) = match self.pending.take() {
+                Some(pending) => pending,
+                None => match queue.try_recv() {
+                    Some(item) => (item, 0),
+                    None if chunk.is_empty() => (queue.recv().await?, 0),
+                    None => {
+                        let deadline =
+                            *deadline.get_or_insert_with(|| Instant::now() + self.config.max_delay);
+                        match timeout_at(deadline, queue.recv()).await {
+                            Ok(Some(item)) => (item, 0),
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
+                },
+            };
+            if deadline.is_none() {
+                deadline = Some(Instant::now() + self.config.max_delay);
+            }
+            self.take(&mut chunk, item, offset);
+        }
+        Some(chunk)
+    }
+
+    /// Whatever is queued right now, without waiting; for shutdown accounting.
+    pub fn take_pending(&mut self) -> Option<(QueueItem, usize)> {
+        self.pending.take()
+    }
+
+    fn take(&mut self, chunk: &mut Chunk, item: QueueItem, offset: usize) {
+        let room = self.config.max_points - chunk.n_points;
+        let end = item.batch.len().min(offset + room);
+        chunk.n_points += end - offset;
+        chunk.segments.push((Arc::clone(&item.batch), offset..end));
+        if end == item.batch.len() {
+            chunk.permits += item.permits;
+        } else {
+            self.pending = Some((item, end));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::{Timestamp, Value};
+    use crate::queue::{queue, WhenFull};
+
+    fn batch_of(n: usize, first: i64) -> Arc<Batch> {
+        let mut batch = Batch::new();
+        for i in 0..n {
+            batch.push(
+                "m",
+                [],
+                Timestamp::from_millis(first + i as i64),
+                Value::F64(1.0),
+                None,
+            );
+        }
+        Arc::new(batch)
+    }
+
+    #[tokio::test]
+    async fn chunks_split_and_join_batches_in_order() {
+        let (tx, mut rx) = queue(100, WhenFull::Block);
+        assert_eq!(
+            tx.send(batch_of(7, 0)).await,
+            crate::queue::Enqueued::Accepted
+        );
+        assert_eq!(
+            tx.send(batch_of(5, 7)).await,
+            crate::queue::Enqueued::Accepted
+        );
+        drop(tx);
+        let mut chunker = Chunker::new(BatchConfig {
+            max_points: 4,
+            max_delay: Duration::from_secs(60),
+        });
+        let mut seen = Vec::new();
+        let mut permits = Vec::new();
+        while let Some(chunk) = chunker.next(&mut rx).await {
+            assert!(chunk.len() <= 4);
+            seen.extend(chunk.points().map(|p| p.timestamp().as_millis()));
+            permits.push(chunk.permits);
+        }
+        assert_eq!(seen, (0..12).collect::<Vec<_>>());
+        // The first batch's permits come back with its last point (chunk 2),
+        // the second batch's with chunk 3.
+        assert_eq!(permits, vec![0, 7, 5]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_chunk_leaves_after_max_delay() {
+        let (tx, mut rx) = queue(100, WhenFull::Block);
+        let _ = tx.send(batch_of(2, 0)).await;
+        let mut chunker = Chunker::new(BatchConfig {
+            max_points: 500,
+            max_delay: Duration::from_millis(200),
+        });
+        let started = Instant::now();
+        let chunk = chunker.next(&mut rx).await.expect("chunk");
+        assert_eq!(chunk.len(), 2);
+        assert_eq!(started.elapsed(), Duration::from_millis(200));
+        drop(tx);
+    }
+}

@@ -1,0 +1,286 @@
+//! Where an upstream's bytes go: a persistent TCP connection, UDP
+//! datagrams, a file or stdout. Transports know nothing of formats.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::fs::{File, OpenOptions};
+use tokio::io::{AsyncWriteExt, Stdout};
+use tokio::net::{lookup_host, TcpStream, UdpSocket};
+
+use crate::config::Target;
+
+/// Largest UDP datagram sent; lines are never split across datagrams.
+const MAX_DATAGRAM_BYTES: usize = 1400;
+
+/// Why a send failed. Every variant is worth retrying: the bytes are
+/// fine, the path to the upstream is not.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Name resolution or connection failed.
+    #[error("connect to {address}")]
+    Connect {
+        /// The configured address.
+        address: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing failed (the connection is dropped and re-made).
+    #[error("write to {address}")]
+    Write {
+        /// The configured address or path.
+        address: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// An open (or openable) path to the upstream.
+#[derive(Debug)]
+pub enum Transport {
+    /// Persistent TCP connection, re-made after any error.
+    Tcp {
+        /// `host:port` as configured (resolved at each connect).
+        address: String,
+        /// Limit for one connection attempt.
+        connect_timeout: Duration,
+        /// The live connection, if any.
+        stream: Option<TcpStream>,
+    },
+    /// Datagrams, one or more whole lines each.
+    Udp {
+        /// `host:port` as configured.
+        address: String,
+        /// The connected socket, if any.
+        socket: Option<UdpSocket>,
+    },
+    /// Appends to a file, opened on first use.
+    File {
+        /// The path.
+        path: PathBuf,
+        /// The open file, if any.
+        file: Option<File>,
+    },
+    /// Writes to standard output.
+    Stdout(Stdout),
+}
+
+impl Transport {
+    /// A transport for the target; nothing is opened until the first send.
+    pub fn new(target: &Target, connect_timeout: Duration) -> Self {
+        match target {
+            Target::Tcp(address) => Transport::Tcp {
+                address: address.clone(),
+                connect_timeout,
+                stream: None,
+            },
+            Target::Udp(address) => Transport::Udp {
+                address: address.clone(),
+                socket: None,
+            },
+            Target::File(path) => Transport::File {
+                path: path.clone(),
+                file: None,
+            },
+            Target::Stdout => Transport::Stdout(tokio::io::stdout()),
+        }
+    }
+
+    /// True while a connection (or file) is open.
+    pub fn is_open(&self) -> bool {
+        match self {
+            Transport::Tcp { stream, .. } => stream.is_some(),
+            Transport::Udp { socket, .. } => socket.is_some(),
+            Transport::File { file, .. } => file.is_some(),
+            Transport::Stdout(_) => true,
+        }
+    }
+
+    /// Writes all of `bytes`, opening the transport first if needed.
+    /// Returns whether a new connection was made.
+    ///
+    /// # Errors
+    /// [`SendError`]; the transport is closed and will re-open on the next call.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<bool, SendError> {
+        match self {
+            Transport::Tcp {
+                address,
+                connect_timeout,
+                stream,
+            } => send_tcp(address, *connect_timeout, stream, bytes).await,
+            Transport::Udp { address, socket } => send_udp(address, socket, bytes).await,
+            Transport::File { path, file } => {
+                let opened = file.is_none();
+                let write = async {
+                    if file.is_none() {
+                        *file = Some(
+                            OpenOptions::new()
+                                .create(true)
+                                .append(true)
+                                .open(&*path)
+                                .await?,
+                        );
+                    }
+                    let open = file
+                        .as_mut()
+                        .ok_or_else(|| io::Error::other("file not open"))?;
+                    open.write_all(bytes).await?;
+                    open.flush().await
+                };
+                write.await.map_err(|source| {
+                    *file = None;
+                    SendError::Write {
+                        address: path.display().to_string(),
+                        source,
+                    }
+                })?;
+                Ok(opened)
+            }
+            Transport::Stdout(stdout) => {
+                let write = async {
+                    stdout.write_all(bytes).await?;
+                    stdout.flush().await
+                };
+                write.await.map_err(|source| SendError::Write {
+                    address: "stdout".to_owned(),
+                    source,
+                })?;
+                Ok(false)
+            }
+        }
+    }
+}
+
+async fn send_tcp(
+    address: &str,
+    connect_timeout: Duration,
+    stream: &mut Option<TcpStream>,
+    bytes: &[u8],
+) -> Result<bool, SendError> {
+    // Carbon never writes to us, so a readable socket means the peer closed
+    // (or reset) it: reconnect before writing into a dead connection whose
+    // first write would "succeed" and be lost.
+    if let Some(open) = stream.as_ref() {
+        let mut probe = [0u8; 256];
+        match open.try_read(&mut probe) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Ok(n) if n > 0 => {}
+            _ => *stream = None,
+        }
+    }
+    let mut connected = false;
+    if stream.is_none() {
+        let connect_error = |source| SendError::Connect {
+            address: address.to_owned(),
+            source,
+        };
+        let socket = tokio::time::timeout(connect_timeout, TcpStream::connect(address))
+            .await
+            .map_err(|_| {
+                connect_error(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+            })?
+            .map_err(connect_error)?;
+        socket.set_nodelay(true).map_err(connect_error)?;
+        *stream = Some(socket);
+        connected = true;
+    }
+    let open = stream.as_mut().ok_or_else(|| SendError::Connect {
+        address: address.to_owned(),
+        source: io::Error::other("not connected"),
+    })?;
+    if let Err(source) = open.write_all(bytes).await {
+        *stream = None;
+        return Err(SendError::Write {
+            address: address.to_owned(),
+            source,
+        });
+    }
+    Ok(connected)
+}
+
+async fn send_udp(
+    address: &str,
+    socket: &mut Option<UdpSocket>,
+    bytes: &[u8],
+) -> Result<bool, SendError> {
+    let mut connected = false;
+    if socket.is_none() {
+        let connect_error = |source| SendError::Connect {
+            address: address.to_owned(),
+            source,
+        };
+        let remote: SocketAddr = lookup_host(address)
+            .await
+            .map_err(connect_error)?
+            .next()
+            .ok_or_else(|| connect_error(io::Error::new(io::ErrorKind::NotFound, "no address")))?;
+        let local: SocketAddr = if remote.is_ipv4() {
+            "0.0.0.0:0"
+                .parse()
+                .map_err(io::Error::other)
+                .map_err(connect_error)?
+        } else {
+            "[::]:0"
+                .parse()
+                .map_err(io::Error::other)
+                .map_err(connect_error)?
+        };
+        let udp = UdpSocket::bind(local).await.map_err(connect_error)?;
+        udp.connect(remote).await.map_err(connect_error)?;
+        *socket = Some(udp);
+        connected = true;
+    }
+    let Some(udp) = socket.as_ref() else {
+        return Ok(connected);
+    };
+    for datagram in datagrams(bytes, MAX_DATAGRAM_BYTES) {
+        if let Err(source) = udp.send(datagram).await {
+            *socket = None;
+            return Err(SendError::Write {
+                address: address.to_owned(),
+                source,
+            });
+        }
+    }
+    Ok(connected)
+}
+
+/// Splits newline-terminated text into runs of whole lines of at most
+/// `max` bytes (a longer single line goes alone).
+fn datagrams(bytes: &[u8], max: usize) -> impl Iterator<Item = &[u8]> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let window = &rest[..rest.len().min(max)];
+        let cut = if window.len() == rest.len() {
+            rest.len()
+        } else {
+            match memchr::memrchr(b'\n', window) {
+                Some(newline) => newline + 1,
+                None => memchr::memchr(b'\n', rest).map_or(rest.len(), |n| n + 1),
+            }
+        };
+        let (head, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(head)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagrams_keep_lines_whole() {
+        let text = b"aaaa\nbbbb\ncccccccccccc\nd\n";
+        let parts: Vec<_> = datagrams(text, 10).collect();
+        assert_eq!(parts, vec![&b"aaaa\nbbbb\n"[..], b"cccccccccccc\n", b"d\n"]);
+        assert_eq!(parts.concat(), text);
+    }
+}

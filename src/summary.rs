@@ -1,0 +1,67 @@
+//! The human-readable summary printed by `tsrelay check`.
+
+use std::fmt::Write;
+
+use crate::config::{Config, Matcher, Target};
+
+/// Describes what the configuration will run.
+pub fn describe(config: &Config) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "configuration is valid");
+    if let Some(admin) = config.admin {
+        let _ = writeln!(out, "admin: http://{admin}/metrics");
+    }
+    let _ = writeln!(out, "listeners:");
+    for listener in &config.listeners {
+        let udp = if listener.udp { " (+udp)" } else { "" };
+        let _ = writeln!(
+            out,
+            "  {}: {} on {}{udp}",
+            listener.name, listener.protocol, listener.listen
+        );
+    }
+    let _ = writeln!(out, "upstreams:");
+    for upstream in &config.upstreams {
+        let target = match &upstream.target {
+            Target::Tcp(address) => format!("tcp {address}"),
+            Target::Udp(address) => format!("udp {address}"),
+            Target::File(path) => format!("file {}", path.display()),
+            Target::Stdout => "stdout".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "  {}: {} to {target}; batches of {} / {:?}; queue {} points, when full {:?}",
+            upstream.name,
+            upstream.format,
+            upstream.batch.max_points,
+            upstream.batch.max_delay,
+            upstream.queue.max_points,
+            upstream.queue.when_full
+        );
+    }
+    let _ = writeln!(out, "routes:");
+    for (i, route) in config.routes.iter().enumerate() {
+        let condition = if route.default {
+            "default".to_owned()
+        } else {
+            route
+                .matchers
+                .iter()
+                .map(|m| match m {
+                    Matcher::Prefix(prefix) => format!("prefix {prefix:?}"),
+                    Matcher::Regex(regex) => format!("regex {:?}", regex.as_str()),
+                    Matcher::Glob { pattern, .. } => format!("glob {pattern:?}"),
+                })
+                .collect::<Vec<_>>()
+                .join(" and ")
+        };
+        let to: Vec<_> = route
+            .to
+            .iter()
+            .map(|&i| config.upstreams[i].name.as_str())
+            .collect();
+        let stop = if route.stop { ", stop" } else { "" };
+        let _ = writeln!(out, "  {i}: {condition} -> {}{stop}", to.join(", "));
+    }
+    out
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `tsrelay` binary on 127.0.0.1, driven over
+//! sockets, against recording sinks and real carbon daemons.
+
+#![allow(unreachable_pub)]
+
+mod util;
+
+mod backpressure;
+mod carbon;
+mod cli;
+mod graphite;

@@ -52,3 +52,20 @@ fn invalid_config_names_the_yaml_path() {
         "{stderr}"
     );
 }
+
+#[test]
+fn readme_configuration_reference_is_valid() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let block = readme
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a yaml block in the README");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("readme.yaml");
+    std::fs::write(&path, block).expect("write");
+    let (ok, stdout, stderr) = tsrelay(&["check", "-c", path.to_str().expect("utf-8 path")]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("3: default -> debug"), "{stdout}");
+}

@@ -18,6 +18,17 @@ fn plaintext_relay(listen: u16, upstream_protocol: &str, sink: u16, extra_listen
     ))
 }
 
+/// A relay with a plaintext and a pickle listener (with extra pickle
+/// options) relaying plaintext to `sink`; returns both ports.
+fn pickle_relay(sink: &Sink, pickle_options: &str) -> (u16, u16, Relay) {
+    let (plain, pickle) = (free_port(), free_port());
+    let listener = format!(
+        "  - {{name: pickle, protocol: graphite_pickle, listen: 127.0.0.1:{pickle}{pickle_options}}}\n"
+    );
+    let relay = plaintext_relay(plain, "graphite_plaintext", sink.port, &listener);
+    (plain, pickle, relay)
+}
+
 #[test]
 fn plaintext_lines_are_relayed_and_bad_lines_counted() {
     let sink = Sink::start();
@@ -123,13 +134,7 @@ s.recv(1)
 #[test]
 fn pickle_from_python_clients_of_every_protocol() {
     let sink = Sink::start();
-    let (plain, pickle) = (free_port(), free_port());
-    let relay = plaintext_relay(
-        plain,
-        "graphite_plaintext",
-        sink.port,
-        &format!("  - {{name: pickle, protocol: graphite_pickle, listen: 127.0.0.1:{pickle}}}\n"),
-    );
+    let (_, pickle, relay) = pickle_relay(&sink, "");
     python(PICKLE_CLIENT, &[&pickle.to_string()]);
     assert!(
         wait_until(WAIT, || sink.line_count() >= 15),
@@ -160,13 +165,7 @@ fn pickle_from_python_clients_of_every_protocol() {
 #[test]
 fn oversized_pickle_frame_closes_only_that_connection() {
     let sink = Sink::start();
-    let (plain, pickle) = (free_port(), free_port());
-    let relay = plaintext_relay(
-        plain,
-        "graphite_plaintext",
-        sink.port,
-        &format!("  - {{name: pickle, protocol: graphite_pickle, listen: 127.0.0.1:{pickle}, max_frame_bytes: 1KiB}}\n"),
-    );
+    let (plain, pickle, relay) = pickle_relay(&sink, ", max_frame_bytes: 1KiB");
     send_tcp(pickle, &[0x00, 0x00, 0x04, 0x01, b'(']);
     assert!(wait_until(WAIT, || relay.metric(
         "tsrelay_listener_connections_closed_on_error_total{listener=\"pickle\"}"

@@ -13,6 +13,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod health;
 pub mod model;
 pub mod queue;
 pub mod route;

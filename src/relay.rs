@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::health::Health;
 use crate::route::{RouteTarget, Router, Rules};
 use crate::telemetry::TelemetryBuilder;
 use crate::{admin, input, output, queue};
@@ -48,7 +49,8 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
     let outputs = TaskTracker::new();
     let mut targets = Vec::new();
     let mut depth_probes = Vec::new();
-    for upstream in &config.upstreams {
+    let health = Health::new(config.upstreams.len());
+    for (index, upstream) in config.upstreams.iter().enumerate() {
         let (sender, receiver) = queue::queue(upstream.queue.max_points, upstream.queue.when_full);
         let metrics = telemetry_builder.upstream(&upstream.name);
         depth_probes.push((
@@ -60,6 +62,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
             upstream.clone(),
             receiver,
             metrics.clone(),
+            health.upstream(index),
         ));
         targets.push(RouteTarget {
             queue: sender,
@@ -67,8 +70,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
         });
     }
     let router = Arc::new(Router::new(
-        Rules::new(&config.routes),
+        Rules::new(&config.routes, &config.clusters),
         targets,
+        health,
         telemetry_builder.router(),
     ));
 

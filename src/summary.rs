@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::config::{Config, Matcher, Target};
+use crate::config::{Config, Destination, Matcher, Target};
 
 /// Describes what the configuration will run.
 pub fn describe(config: &Config) -> String {
@@ -39,6 +39,27 @@ pub fn describe(config: &Config) -> String {
             upstream.queue.when_full
         );
     }
+    if !config.clusters.is_empty() {
+        let _ = writeln!(out, "clusters:");
+    }
+    for cluster in &config.clusters {
+        let members: Vec<String> = cluster
+            .members
+            .iter()
+            .map(|m| match &m.instance {
+                Some(instance) => format!("{}:{}:{instance}", m.host, m.port),
+                None => format!("{}:{}", m.host, m.port),
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {}: {:?}, replication {}, members {}",
+            cluster.name,
+            cluster.kind,
+            cluster.replication,
+            members.join(" ")
+        );
+    }
     let _ = writeln!(out, "routes:");
     for (i, route) in config.routes.iter().enumerate() {
         let condition = if route.default {
@@ -51,6 +72,7 @@ pub fn describe(config: &Config) -> String {
                     Matcher::Prefix(prefix) => format!("prefix {prefix:?}"),
                     Matcher::Regex(regex) => format!("regex {:?}", regex.as_str()),
                     Matcher::Glob { pattern, .. } => format!("glob {pattern:?}"),
+                    Matcher::Tag(tag) => format!("tag {tag:?}"),
                 })
                 .collect::<Vec<_>>()
                 .join(" and ")
@@ -58,9 +80,17 @@ pub fn describe(config: &Config) -> String {
         let to: Vec<_> = route
             .to
             .iter()
-            .map(|&i| config.upstreams[i].name.as_str())
+            .map(|destination| match *destination {
+                Destination::Upstream(i) => config.upstreams[i].name.as_str(),
+                Destination::Cluster(i) => config.clusters[i].name.as_str(),
+            })
             .collect();
         let stop = if route.stop { ", stop" } else { "" };
+        let condition = if route.rewrite.is_some() {
+            format!("{condition}, rewrite")
+        } else {
+            condition
+        };
         let _ = writeln!(out, "  {i}: {condition} -> {}{stop}", to.join(", "));
     }
     out

@@ -8,13 +8,10 @@
 //! as whole strings, which differs from a key sort when one key is a prefix
 //! of another (`a-b` sorts before `a`).
 
-use std::cmp::Ordering;
-use std::iter::once;
-
 use smallvec::SmallVec;
 
 use super::Unrepresentable;
-use crate::model::{Batch, PointRef, Timestamp, Value};
+use crate::model::{write_carbon_name, Batch, PointRef, Timestamp, Value};
 
 type TagList<'a> = SmallVec<[(&'a str, &'a str); 8]>;
 
@@ -66,8 +63,7 @@ pub fn write_graphite_name(point: &PointRef<'_>, out: &mut Vec<u8>) -> Result<()
         out.extend_from_slice(name.as_bytes());
         return Ok(());
     }
-    let mut tags: TagList<'_> = point.tags().collect();
-    for &(key, value) in &tags {
+    for (key, value) in point.tags() {
         let valid = is_valid_tag_key(key)
             && key != "name"
             && is_line_safe(key)
@@ -82,29 +78,8 @@ pub fn write_graphite_name(point: &PointRef<'_>, out: &mut Vec<u8>) -> Result<()
     if name.starts_with('~') || name.contains(';') {
         return Err(Unrepresentable::InvalidName);
     }
-    // Tags arrive sorted by key; carbon's order differs only when a key is a
-    // prefix of another, so sorting is usually a no-op check.
-    if !tags
-        .windows(2)
-        .all(|w| carbon_order(&w[0], &w[1]) != Ordering::Greater)
-    {
-        tags.sort_by(carbon_order);
-    }
-    out.extend_from_slice(name.as_bytes());
-    for (key, value) in tags {
-        out.push(b';');
-        out.extend_from_slice(key.as_bytes());
-        out.push(b'=');
-        out.extend_from_slice(value.as_bytes());
-    }
+    write_carbon_name(name, point.tags(), out);
     Ok(())
-}
-
-/// Orders tags as carbon sorts the strings `;key=value`.
-fn carbon_order(a: &(&str, &str), b: &(&str, &str)) -> Ordering {
-    let left = a.0.bytes().chain(once(b'=')).chain(a.1.bytes());
-    let right = b.0.bytes().chain(once(b'=')).chain(b.1.bytes());
-    left.cmp(right)
 }
 
 /// True when the text holds no whitespace or control byte (it can sit in

@@ -45,6 +45,8 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// Outputs; routes refer to them by index.
     pub upstreams: Vec<UpstreamConfig>,
+    /// Groups of upstreams; routes refer to them by index.
+    pub clusters: Vec<ClusterConfig>,
     /// Routing rules in evaluation order.
     pub routes: Vec<RouteConfig>,
     /// Drain time on shutdown.
@@ -136,13 +138,24 @@ pub struct RouteConfig {
     pub matchers: Vec<Matcher>,
     /// Whether this route only takes points no other route matched.
     pub default: bool,
-    /// Indices into [`Config::upstreams`].
-    pub to: Vec<usize>,
+    /// Applied when the route matches, before its sends.
+    pub rewrite: Option<Rewrite>,
+    /// Where matching points go.
+    pub to: Vec<Destination>,
     /// Stop after this route matched.
     pub stop: bool,
 }
 
-/// One condition on a point's path (its name without `;tags`).
+/// A route's target: an upstream or a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// Index into [`Config::upstreams`].
+    Upstream(usize),
+    /// Index into [`Config::clusters`].
+    Cluster(usize),
+}
+
+/// One condition on a point: on its path (its name without `;tags`) or its tags.
 #[derive(Debug, Clone)]
 pub enum Matcher {
     /// The path starts with the text.
@@ -156,16 +169,121 @@ pub enum Matcher {
         /// Its compiled form.
         regex: Regex,
     },
+    /// A condition on one tag.
+    Tag(TagMatcher),
 }
 
 impl Matcher {
-    /// True when the path satisfies the condition.
-    pub fn matches(&self, path: &str) -> bool {
+    /// True when the point's path (and tags) satisfy the condition.
+    pub fn matches<'a>(&self, path: &str, tags: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
         match self {
             Matcher::Prefix(prefix) => path.starts_with(prefix.as_str()),
             Matcher::Regex(regex) | Matcher::Glob { regex, .. } => regex.is_match(path),
+            Matcher::Tag(tag) => tag.matches(tags),
         }
     }
+}
+
+/// A condition on a tag.
+#[derive(Debug, Clone)]
+pub enum TagMatcher {
+    /// `key`: the tag is present.
+    Exists(String),
+    /// `key=value`: the tag has this value.
+    Equals(String, String),
+    /// `key=~regex`: the tag's value contains a match.
+    Regex(String, Regex),
+}
+
+impl TagMatcher {
+    /// True when the tags satisfy the condition.
+    pub fn matches<'a>(&self, mut tags: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+        match self {
+            TagMatcher::Exists(key) => tags.any(|(k, _)| k == key),
+            TagMatcher::Equals(key, value) => tags.any(|(k, v)| k == key && v == value),
+            TagMatcher::Regex(key, regex) => tags.any(|(k, v)| k == key && regex.is_match(v)),
+        }
+    }
+}
+
+/// What a route changes in a point.
+#[derive(Debug, Clone, Default)]
+pub struct Rewrite {
+    /// Regex searched in the path and its replacement (`${1}` form).
+    pub path: Option<(Regex, String)>,
+    /// Tags removed.
+    pub remove_tags: Vec<String>,
+    /// Tags renamed (old key, new key).
+    pub rename_tags: Vec<(String, String)>,
+    /// Tags added or overwritten.
+    pub add_tags: Vec<(String, String)>,
+}
+
+/// A group of upstreams.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Unique name.
+    pub name: String,
+    /// How members are chosen.
+    pub kind: ClusterKind,
+    /// Copies per point (hash clusters).
+    pub replication: usize,
+    /// Replicas on distinct hosts (carbon's DIVERSE_REPLICAS).
+    pub diverse_replicas: bool,
+    /// What is hashed.
+    pub hash_key: HashKey,
+    /// The members in configuration order.
+    pub members: Vec<Member>,
+}
+
+/// A cluster member: an upstream plus the ring identity carbon gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// The host as written in the upstream's address.
+    pub host: String,
+    /// The port as written.
+    pub port: u16,
+    /// Carbon's instance, if any.
+    pub instance: Option<String>,
+}
+
+/// How a cluster chooses members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterKind {
+    /// Every member.
+    Fanout,
+    /// The first healthy member.
+    Failover,
+    /// One member by name hash; an unhealthy member's share is re-hashed.
+    AnyOf,
+    /// Python carbon's ConsistentHashRing (md5, with the position collision fix).
+    CarbonCh,
+    /// carbon-c-relay's carbon_ch ring.
+    CarbonChCcr,
+    /// FNV-1a ring with carbon's or carbon-c-relay's replica keys.
+    Fnv1aCh(Fnv1aKeys),
+    /// carbon-c-relay's jump_fnv1a_ch.
+    Jump,
+}
+
+/// Whose fnv1a_ch replica keys a ring uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fnv1aKeys {
+    /// Python carbon: `"%d-%s" % (i, instance)`.
+    Carbon,
+    /// carbon-c-relay.
+    CarbonCRelay,
+}
+
+/// What a hash cluster hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashKey {
+    /// The whole name, tags in carbon's order (carbon with TAG_RELAY_NORMALIZED).
+    Name,
+    /// The path before `;` (the carbon-c-relay daemon).
+    Path,
 }
 
 /// A configuration problem, with the YAML path it concerns.

@@ -1,6 +1,7 @@
 //! The serde mirror of relay.yaml: field names as operators write them,
 //! unknown keys rejected, no logic beyond parsing scalars.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -21,6 +22,9 @@ pub struct RawConfig {
     /// Outputs.
     #[serde(default)]
     pub upstreams: Vec<RawUpstream>,
+    /// Groups of upstreams usable wherever an upstream name is.
+    #[serde(default)]
+    pub clusters: Vec<RawCluster>,
     /// Routing rules, in order.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
@@ -134,7 +138,11 @@ pub struct RawRoute {
     /// Applies only to points no other route matched.
     #[serde(default)]
     pub default: bool,
-    /// Upstream names.
+    /// Rewrite applied when the route matches, before sending; later
+    /// routes see the rewritten point.
+    pub rewrite: Option<RawRewrite>,
+    /// Upstream or cluster names.
+    #[serde(default)]
     pub to: Vec<String>,
     /// Stop evaluating later routes once this one matched.
     #[serde(default)]
@@ -151,6 +159,118 @@ pub struct RawMatch {
     pub regex: Option<String>,
     /// The whole path matches this Graphite glob.
     pub glob: Option<String>,
+    /// Tag conditions: `key`, `key=value` or `key=~regex`.
+    pub tag: Option<OneOrMany<String>>,
+}
+
+/// One rewrite of a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRewrite {
+    /// Regex searched in the path.
+    pub regex: Option<String>,
+    /// Replacement; `\1` and `${1}` refer to capture groups.
+    pub replace: Option<String>,
+    /// Tags to add (or overwrite).
+    #[serde(default)]
+    pub add_tags: BTreeMap<String, String>,
+    /// Tags to remove.
+    #[serde(default)]
+    pub remove_tags: Vec<String>,
+    /// Tags to rename, old key to new key.
+    #[serde(default)]
+    pub rename_tags: BTreeMap<String, String>,
+}
+
+/// One entry of `clusters:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// Unique name among upstreams and clusters.
+    pub name: String,
+    /// How members are chosen.
+    #[serde(rename = "type")]
+    pub kind: RawClusterKind,
+    /// Copies per point for hash clusters.
+    pub replication: Option<usize>,
+    /// Carbon's DIVERSE_REPLICAS: replicas on distinct hosts.
+    pub diverse_replicas: Option<bool>,
+    /// What is hashed: the whole tagged name or the path before `;`.
+    pub hash_key: Option<RawHashKey>,
+    /// For fnv1a_ch: whose ring keys to build.
+    pub fnv1a_keys: Option<RawFnv1aKeys>,
+    /// Upstreams in the cluster.
+    pub members: Vec<RawMember>,
+}
+
+/// A cluster member.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMember {
+    /// Upstream name.
+    pub upstream: String,
+    /// Carbon's instance name (`host:port:instance`).
+    pub instance: Option<String>,
+}
+
+/// `clusters[].type`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawClusterKind {
+    /// Every member.
+    Fanout,
+    /// The first healthy member.
+    Failover,
+    /// One member, sticky by name hash, re-hashed around unhealthy members.
+    AnyOf,
+    /// Carbon's consistent hash ring.
+    CarbonCh,
+    /// carbon-c-relay's carbon_ch.
+    CarbonChCcr,
+    /// FNV-1a consistent hash ring.
+    Fnv1aCh,
+    /// Jump consistent hash over FNV-1a.
+    Jump,
+}
+
+/// `clusters[].hash_key`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawHashKey {
+    /// The whole name with `;tags` in carbon's order.
+    Name,
+    /// The path before `;`.
+    Path,
+}
+
+/// `clusters[].fnv1a_keys`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawFnv1aKeys {
+    /// Python carbon's replica keys.
+    Carbon,
+    /// carbon-c-relay's replica keys.
+    CarbonCRelay,
+}
+
+/// A YAML value that may be one item or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    /// A single item.
+    One(T),
+    /// A list.
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    /// The items as a list.
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(item) => vec![item],
+            OneOrMany::Many(items) => items,
+        }
+    }
 }
 
 /// A duration written as `200ms`, `5s`, `1m30s`.

@@ -6,12 +6,16 @@ use std::path::PathBuf;
 
 use regex::Regex;
 
-use super::raw::{RawConfig, RawListener, RawRoute, RawUpstream};
+use super::raw::{
+    OneOrMany, RawCluster, RawClusterKind, RawConfig, RawFnv1aKeys, RawHashKey, RawListener,
+    RawRewrite, RawRoute, RawUpstream,
+};
 use super::{
-    BatchConfig, Config, ConfigError, ListenerConfig, Matcher, QueueConfig, RetryConfig,
-    RouteConfig, Target, UpstreamConfig, DEFAULT_BATCH_DELAY, DEFAULT_BATCH_POINTS,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_QUEUE_POINTS, DEFAULT_RETRY_INITIAL,
-    DEFAULT_RETRY_MAX, DEFAULT_SHUTDOWN_GRACE,
+    BatchConfig, ClusterConfig, ClusterKind, Config, ConfigError, Destination, Fnv1aKeys, HashKey,
+    ListenerConfig, Matcher, Member, QueueConfig, RetryConfig, Rewrite, RouteConfig, TagMatcher,
+    Target, UpstreamConfig, DEFAULT_BATCH_DELAY, DEFAULT_BATCH_POINTS, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_QUEUE_POINTS, DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX,
+    DEFAULT_SHUTDOWN_GRACE,
 };
 use crate::codec::{self, Limits, Protocol};
 use crate::queue::WhenFull;
@@ -47,11 +51,27 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             validate_upstream(upstream, &path)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let clusters = raw
+        .clusters
+        .into_iter()
+        .enumerate()
+        .map(|(i, cluster)| {
+            let path = format!("clusters[{i}]");
+            if upstream_names.contains(&cluster.name) {
+                return Err(invalid(
+                    &format!("{path}.name"),
+                    format!("{:?} is already an upstream", cluster.name),
+                ));
+            }
+            unique(&mut upstream_names, &cluster.name, &format!("{path}.name"))?;
+            validate_cluster(cluster, &upstreams, &path)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let routes = raw
         .routes
         .into_iter()
         .enumerate()
-        .map(|(i, route)| validate_route(route, &upstreams, &format!("routes[{i}]")))
+        .map(|(i, route)| validate_route(route, &upstreams, &clusters, &format!("routes[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
     if upstreams.len() > crate::route::MAX_UPSTREAMS {
         return Err(invalid(
@@ -70,6 +90,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         admin,
         listeners,
         upstreams,
+        clusters,
         routes,
         shutdown_grace,
     })
@@ -248,6 +269,7 @@ fn validate_target(raw: &RawUpstream, path: &str) -> Result<(Target, Protocol), 
 fn validate_route(
     raw: RawRoute,
     upstreams: &[UpstreamConfig],
+    clusters: &[ClusterConfig],
     path: &str,
 ) -> Result<RouteConfig, ConfigError> {
     let mut matchers = Vec::new();
@@ -256,19 +278,29 @@ fn validate_route(
             matchers.push(Matcher::Prefix(prefix));
         }
         if let Some(pattern) = matcher.regex {
-            let regex = Regex::new(&pattern)
-                .map_err(|err| invalid(&format!("{path}.match.regex"), err.to_string()))?;
-            matchers.push(Matcher::Regex(regex));
+            matchers.push(Matcher::Regex(compile(
+                &pattern,
+                &format!("{path}.match.regex"),
+            )?));
         }
         if let Some(pattern) = matcher.glob {
-            let regex = Regex::new(&glob_to_regex(&pattern))
-                .map_err(|err| invalid(&format!("{path}.match.glob"), err.to_string()))?;
+            let regex = compile(&glob_to_regex(&pattern), &format!("{path}.match.glob"))?;
             matchers.push(Matcher::Glob { pattern, regex });
+        }
+        for (i, condition) in matcher
+            .tag
+            .map(OneOrMany::into_vec)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let tag_path = format!("{path}.match.tag[{i}]");
+            matchers.push(Matcher::Tag(parse_tag_matcher(&condition, &tag_path)?));
         }
         if matchers.is_empty() {
             return Err(invalid(
                 &format!("{path}.match"),
-                "needs prefix, regex or glob",
+                "needs prefix, regex, glob or tag",
             ));
         }
     }
@@ -284,31 +316,225 @@ fn validate_route(
             "is required (or set default: true)",
         ));
     }
-    if raw.to.is_empty() {
-        return Err(invalid(&format!("{path}.to"), "names no upstream"));
+    let rewrite = raw
+        .rewrite
+        .map(|rewrite| validate_rewrite(rewrite, &format!("{path}.rewrite")))
+        .transpose()?;
+    if raw.to.is_empty() && rewrite.is_none() {
+        return Err(invalid(
+            &format!("{path}.to"),
+            "names no upstream or cluster",
+        ));
     }
     let to = raw
         .to
         .iter()
         .enumerate()
-        .map(|(i, name)| {
-            upstreams
-                .iter()
-                .position(|u| &u.name == name)
-                .ok_or_else(|| {
-                    invalid(
-                        &format!("{path}.to[{i}]"),
-                        format!("unknown upstream {name:?}"),
-                    )
-                })
-        })
+        .map(|(i, name)| resolve_destination(name, upstreams, clusters, &format!("{path}.to[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RouteConfig {
         matchers,
         default: raw.default,
+        rewrite,
         to,
         stop: raw.stop,
     })
+}
+
+fn resolve_destination(
+    name: &str,
+    upstreams: &[UpstreamConfig],
+    clusters: &[ClusterConfig],
+    path: &str,
+) -> Result<Destination, ConfigError> {
+    if let Some(index) = upstreams.iter().position(|u| u.name == name) {
+        return Ok(Destination::Upstream(index));
+    }
+    if let Some(index) = clusters.iter().position(|c| c.name == name) {
+        return Ok(Destination::Cluster(index));
+    }
+    Err(invalid(
+        path,
+        format!("unknown upstream or cluster {name:?}"),
+    ))
+}
+
+/// `key`, `key=value` or `key=~regex`.
+fn parse_tag_matcher(condition: &str, path: &str) -> Result<TagMatcher, ConfigError> {
+    match condition.split_once('=') {
+        None if !condition.is_empty() => Ok(TagMatcher::Exists(condition.to_owned())),
+        Some((key, value)) if !key.is_empty() => match value.strip_prefix('~') {
+            Some(pattern) => Ok(TagMatcher::Regex(key.to_owned(), compile(pattern, path)?)),
+            None => Ok(TagMatcher::Equals(key.to_owned(), value.to_owned())),
+        },
+        _ => Err(invalid(
+            path,
+            format!("{condition:?} is not key, key=value or key=~regex"),
+        )),
+    }
+}
+
+fn validate_rewrite(raw: RawRewrite, path: &str) -> Result<Rewrite, ConfigError> {
+    let path_rewrite = match (raw.regex, raw.replace) {
+        (Some(pattern), Some(replace)) => Some((
+            compile(&pattern, &format!("{path}.regex"))?,
+            backrefs_to_regex_syntax(&replace),
+        )),
+        (None, None) => None,
+        _ => return Err(invalid(path, "regex and replace go together")),
+    };
+    let rewrite = Rewrite {
+        path: path_rewrite,
+        remove_tags: raw.remove_tags,
+        rename_tags: raw.rename_tags.into_iter().collect(),
+        add_tags: raw.add_tags.into_iter().collect(),
+    };
+    let bad_tag = rewrite
+        .add_tags
+        .iter()
+        .chain(&rewrite.rename_tags)
+        .any(|(key, value)| key.is_empty() || value.is_empty());
+    if bad_tag {
+        return Err(invalid(path, "tag keys and values must not be empty"));
+    }
+    Ok(rewrite)
+}
+
+/// Turns carbon-c-relay style `\1` into the regex crate's `${1}`.
+fn backrefs_to_regex_syntax(replace: &str) -> String {
+    let mut out = String::with_capacity(replace.len());
+    let mut chars = replace.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('\\', Some(d)) if d.is_ascii_digit() => {
+                let mut group = String::new();
+                while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                    group.push(*d);
+                    chars.next();
+                }
+                out.push_str(&format!("${{{group}}}"));
+            }
+            ('\\', Some('\\')) => {
+                chars.next();
+                out.push('\\');
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn validate_cluster(
+    raw: RawCluster,
+    upstreams: &[UpstreamConfig],
+    path: &str,
+) -> Result<ClusterConfig, ConfigError> {
+    if raw.members.is_empty() {
+        return Err(invalid(&format!("{path}.members"), "names no upstream"));
+    }
+    let kind = match raw.kind {
+        RawClusterKind::Fanout => ClusterKind::Fanout,
+        RawClusterKind::Failover => ClusterKind::Failover,
+        RawClusterKind::AnyOf => ClusterKind::AnyOf,
+        RawClusterKind::CarbonCh => ClusterKind::CarbonCh,
+        RawClusterKind::CarbonChCcr => ClusterKind::CarbonChCcr,
+        RawClusterKind::Fnv1aCh => ClusterKind::Fnv1aCh(match raw.fnv1a_keys {
+            Some(RawFnv1aKeys::CarbonCRelay) => Fnv1aKeys::CarbonCRelay,
+            Some(RawFnv1aKeys::Carbon) | None => Fnv1aKeys::Carbon,
+        }),
+        RawClusterKind::Jump => ClusterKind::Jump,
+    };
+    if raw.fnv1a_keys.is_some() && raw.kind != RawClusterKind::Fnv1aCh {
+        return Err(invalid(
+            &format!("{path}.fnv1a_keys"),
+            "only fnv1a_ch clusters take fnv1a_keys",
+        ));
+    }
+    let is_hash = matches!(
+        kind,
+        ClusterKind::CarbonCh
+            | ClusterKind::CarbonChCcr
+            | ClusterKind::Fnv1aCh(_)
+            | ClusterKind::Jump
+    );
+    let replication = raw.replication.unwrap_or(1);
+    if replication == 0 || replication > raw.members.len() || (!is_hash && replication != 1) {
+        return Err(invalid(
+            &format!("{path}.replication"),
+            "must be between 1 and the number of members, and 1 unless the cluster hashes",
+        ));
+    }
+    let mut members = Vec::new();
+    for (i, member) in raw.members.iter().enumerate() {
+        let member_path = format!("{path}.members[{i}]");
+        let upstream = upstreams
+            .iter()
+            .position(|u| u.name == member.upstream)
+            .ok_or_else(|| {
+                invalid(
+                    &format!("{member_path}.upstream"),
+                    format!("unknown upstream {:?}", member.upstream),
+                )
+            })?;
+        let (host, port) = match &upstreams[upstream].target {
+            Target::Tcp(address) | Target::Udp(address) => split_host_port(address),
+            Target::File(_) | Target::Stdout => None,
+        }
+        .ok_or_else(|| {
+            invalid(
+                &format!("{member_path}.upstream"),
+                "cluster members must have an address",
+            )
+        })?;
+        let candidate = Member {
+            upstream,
+            host,
+            port,
+            instance: member.instance.clone(),
+        };
+        if members.iter().any(|m: &Member| {
+            m.upstream == upstream
+                || (m.host == candidate.host && m.instance == candidate.instance && is_hash)
+        }) {
+            return Err(invalid(
+                &member_path,
+                "duplicate member (same upstream, or same host and instance)",
+            ));
+        }
+        members.push(candidate);
+    }
+    if kind == ClusterKind::Fnv1aCh(Fnv1aKeys::Carbon)
+        && members.iter().any(|m| m.instance.is_none())
+    {
+        return Err(invalid(
+            &format!("{path}.members"),
+            "carbon's fnv1a_ch ring is keyed by instance: give every member an instance",
+        ));
+    }
+    let hash_key = match raw.hash_key {
+        Some(RawHashKey::Name) => HashKey::Name,
+        Some(RawHashKey::Path) => HashKey::Path,
+        None if matches!(kind, ClusterKind::CarbonChCcr | ClusterKind::Jump) => HashKey::Path,
+        None => HashKey::Name,
+    };
+    Ok(ClusterConfig {
+        name: raw.name,
+        kind,
+        replication,
+        diverse_replicas: raw.diverse_replicas.unwrap_or(true),
+        hash_key,
+        members,
+    })
+}
+
+fn split_host_port(address: &str) -> Option<(String, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host.to_owned(), port.parse().ok()?))
+}
+
+fn compile(pattern: &str, path: &str) -> Result<Regex, ConfigError> {
+    Regex::new(pattern).map_err(|err| invalid(path, err.to_string()))
 }
 
 /// Translates a Graphite glob into an anchored regex: `*` and `?` stay
@@ -414,7 +640,7 @@ routes:
         assert!(config.listeners[0].udp);
         assert_eq!(config.upstreams[0].batch.max_delay.as_millis(), 200);
         assert_eq!(config.upstreams[0].queue.when_full, WhenFull::Block);
-        assert_eq!(config.routes[0].to, vec![0]);
+        assert_eq!(config.routes[0].to, vec![Destination::Upstream(0)]);
         assert!(config.routes[0].stop);
     }
 
@@ -435,7 +661,7 @@ routes:
         let unknown = CONTRACT.replace("to: [carbon], stop", "to: [nope], stop");
         assert_eq!(
             error_of(&unknown),
-            "routes[0].to[0]: unknown upstream \"nope\""
+            "routes[0].to[0]: unknown upstream or cluster \"nope\""
         );
         let bad_regex = CONTRACT.replace("\".*\"", "\"(\"");
         assert!(error_of(&bad_regex).starts_with("routes[1].match.regex"));

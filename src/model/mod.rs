@@ -6,12 +6,14 @@
 //! not per point. This module depends on nothing else in the crate.
 
 mod batch;
+mod graphite_name;
 mod histogram;
 mod point;
 mod timestamp;
 mod value;
 
 pub use batch::{Batch, PointRef, TagIter};
+pub use graphite_name::{carbon_tag_order, write_carbon_name};
 pub use histogram::{Bin, Histogram};
 pub use point::{Point, Source};
 pub use timestamp::Timestamp;

@@ -43,11 +43,17 @@ impl Chunk {
 }
 
 /// Cuts the queue's batches into chunks.
+///
+/// The chunk being built lives in the chunker, so [`Chunker::next`] is
+/// cancel-safe: a caller may race it against a timer (health probes)
+/// without losing points already taken from the queue.
 #[derive(Debug)]
 pub struct Chunker {
     config: BatchConfig,
     /// A batch only partly taken by the previous chunk, and where it resumes.
     pending: Option<(QueueItem, usize)>,
+    building: Chunk,
+    deadline: Option<Instant>,
 }
 
 impl Chunker {
@@ -56,22 +62,23 @@ impl Chunker {
         Self {
             config,
             pending: None,
+            building: Chunk::default(),
+            deadline: None,
         }
     }
 
     /// The next chunk, or `None` when the queue is closed and empty.
     pub async fn next(&mut self, queue: &mut QueueReceiver) -> Option<Chunk> {
-        let mut chunk = Chunk::default();
-        let mut deadline = None;
-        while chunk.n_points < self.config.max_points {
+        while self.building.n_points < self.config.max_points {
             let (item, offset) = match self.pending.take() {
                 Some(pending) => pending,
                 None => match queue.try_recv() {
                     Some(item) => (item, 0),
-                    None if chunk.is_empty() => (queue.recv().await?, 0),
+                    None if self.building.is_empty() => (queue.recv().await?, 0),
                     None => {
-                        let deadline =
-                            *deadline.get_or_insert_with(|| Instant::now() + self.config.max_delay);
+                        let deadline = *self
+                            .deadline
+                            .get_or_insert_with(|| Instant::now() + self.config.max_delay);
                         match timeout_at(deadline, queue.recv()).await {
                             Ok(Some(item)) => (item, 0),
                             Ok(None) | Err(_) => break,
@@ -79,26 +86,24 @@ impl Chunker {
                     }
                 },
             };
-            if deadline.is_none() {
-                deadline = Some(Instant::now() + self.config.max_delay);
+            if self.deadline.is_none() {
+                self.deadline = Some(Instant::now() + self.config.max_delay);
             }
-            self.take(&mut chunk, item, offset);
+            self.take(item, offset);
         }
-        Some(chunk)
+        self.deadline = None;
+        Some(std::mem::take(&mut self.building))
     }
 
-    /// Whatever is queued right now, without waiting; for shutdown accounting.
-    pub fn take_pending(&mut self) -> Option<(QueueItem, usize)> {
-        self.pending.take()
-    }
-
-    fn take(&mut self, chunk: &mut Chunk, item: QueueItem, offset: usize) {
-        let room = self.config.max_points - chunk.n_points;
+    fn take(&mut self, item: QueueItem, offset: usize) {
+        let room = self.config.max_points - self.building.n_points;
         let end = item.batch.len().min(offset + room);
-        chunk.n_points += end - offset;
-        chunk.segments.push((Arc::clone(&item.batch), offset..end));
+        self.building.n_points += end - offset;
+        self.building
+            .segments
+            .push((Arc::clone(&item.batch), offset..end));
         if end == item.batch.len() {
-            chunk.permits += item.permits;
+            self.building.permits += item.permits;
         } else {
             self.pending = Some((item, end));
         }

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::codec::{self, Skipped};
 use crate::config::UpstreamConfig;
+use crate::health::UpstreamHealth;
 use crate::queue::QueueReceiver;
 use crate::telemetry::UpstreamMetrics;
 
@@ -32,6 +33,7 @@ pub async fn run_upstream(
     config: UpstreamConfig,
     mut queue: QueueReceiver,
     metrics: UpstreamMetrics,
+    health: UpstreamHealth,
 ) {
     let Some(mut encoder) = codec::encoder_for(config.format) else {
         warn!(upstream = %config.name, format = %config.format, "No encoder for this format; upstream disabled.");
@@ -42,22 +44,35 @@ pub async fn run_upstream(
     let mut backoff = Backoff::new(config.retry);
     let mut failure_log = FailureLog::default();
     let mut buffer = Vec::with_capacity(64 * 1024);
-    while let Some(chunk) = chunker.next(&mut queue).await {
+    loop {
+        // A failed upstream gets no new points from failover and any_of
+        // clusters, so it must find out by itself that it is back.
+        let chunk = if health.get() {
+            chunker.next(&mut queue).await
+        } else {
+            tokio::select! {
+                chunk = chunker.next(&mut queue) => chunk,
+                _ = tokio::time::sleep(backoff.next_delay()) => {
+                    probe(&config, &mut transport, &metrics, &health, &mut backoff, &mut failure_log).await;
+                    continue;
+                }
+            }
+        };
+        let Some(chunk) = chunk else { break };
         buffer.clear();
         let mut skipped = Skipped::default();
         let written = encoder.encode(&mut chunk.points(), &mut buffer, &mut skipped);
         metrics.count_skipped(&skipped);
         if !buffer.is_empty() {
-            send_until_delivered(
-                &config,
-                &mut transport,
-                &buffer,
-                written,
-                &metrics,
-                &mut backoff,
-                &mut failure_log,
-            )
-            .await;
+            let mut link = Link {
+                config: &config,
+                transport: &mut transport,
+                metrics: &metrics,
+                health: &health,
+                backoff: &mut backoff,
+                failure_log: &mut failure_log,
+            };
+            link.send_until_delivered(&buffer, written).await;
         }
         metrics.points_sent.inc_by(written as u64);
         queue.release(chunk.permits);
@@ -66,36 +81,79 @@ pub async fn run_upstream(
     info!(upstream = %config.name, "Upstream drained and stopped.");
 }
 
-async fn send_until_delivered(
+/// Everything a send needs about the upstream's connection.
+struct Link<'a> {
+    config: &'a UpstreamConfig,
+    transport: &'a mut Transport,
+    metrics: &'a UpstreamMetrics,
+    health: &'a UpstreamHealth,
+    backoff: &'a mut Backoff,
+    failure_log: &'a mut FailureLog,
+}
+
+impl Link<'_> {
+    /// Sends until the bytes are written, backing off between attempts.
+    async fn send_until_delivered(&mut self, bytes: &[u8], n_points: usize) {
+        loop {
+            match self.transport.send(bytes).await {
+                Ok(connected) => {
+                    self.succeeded(connected);
+                    return;
+                }
+                Err(err) => {
+                    if matches!(err, SendError::Write { .. }) {
+                        self.metrics.points_retried.inc_by(n_points as u64);
+                    }
+                    let delay = self.failed(&err);
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    fn succeeded(&mut self, connected: bool) {
+        if connected {
+            self.metrics.connects.inc();
+            self.failure_log.recovered(&self.config.name);
+        }
+        self.metrics
+            .connected
+            .set(i64::from(self.transport.is_open()));
+        self.health.set(true);
+        self.backoff.reset();
+    }
+
+    fn failed(&mut self, err: &SendError) -> Duration {
+        self.metrics.connected.set(0);
+        self.metrics.send_errors.inc();
+        self.health.set(false);
+        let delay = self.backoff.next_delay();
+        self.failure_log.failed(&self.config.name, err, delay);
+        delay
+    }
+}
+
+/// Tries to (re)connect an idle failed upstream.
+async fn probe(
     config: &UpstreamConfig,
     transport: &mut Transport,
-    bytes: &[u8],
-    n_points: usize,
     metrics: &UpstreamMetrics,
+    health: &UpstreamHealth,
     backoff: &mut Backoff,
     failure_log: &mut FailureLog,
 ) {
-    loop {
-        match transport.send(bytes).await {
-            Ok(connected) => {
-                if connected {
-                    metrics.connects.inc();
-                    failure_log.recovered(&config.name);
-                }
-                metrics.connected.set(i64::from(transport.is_open()));
-                backoff.reset();
-                return;
-            }
-            Err(err) => {
-                metrics.connected.set(0);
-                metrics.send_errors.inc();
-                if matches!(err, SendError::Write { .. }) {
-                    metrics.points_retried.inc_by(n_points as u64);
-                }
-                let delay = backoff.next_delay();
-                failure_log.failed(&config.name, &err, delay);
-                tokio::time::sleep(delay).await;
-            }
+    let mut link = Link {
+        config,
+        transport,
+        metrics,
+        health,
+        backoff,
+        failure_log,
+    };
+    match link.transport.probe().await {
+        Ok(connected) => link.succeeded(connected),
+        Err(err) => {
+            link.failed(&err);
         }
     }
 }

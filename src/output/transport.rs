@@ -100,6 +100,22 @@ impl Transport {
         }
     }
 
+    /// Opens the transport if it is closed, without sending anything.
+    /// Returns whether a new connection was made.
+    ///
+    /// # Errors
+    /// [`SendError::Connect`] when it cannot be opened.
+    pub async fn probe(&mut self) -> Result<bool, SendError> {
+        match self {
+            Transport::Tcp {
+                address,
+                connect_timeout,
+                stream,
+            } => ensure_tcp(address, *connect_timeout, stream).await,
+            _ => self.send(&[]).await,
+        }
+    }
+
     /// Writes all of `bytes`, opening the transport first if needed.
     /// Returns whether a new connection was made.
     ///
@@ -161,6 +177,27 @@ async fn send_tcp(
     stream: &mut Option<TcpStream>,
     bytes: &[u8],
 ) -> Result<bool, SendError> {
+    let connected = ensure_tcp(address, connect_timeout, stream).await?;
+    let open = stream.as_mut().ok_or_else(|| SendError::Connect {
+        address: address.to_owned(),
+        source: io::Error::other("not connected"),
+    })?;
+    if let Err(source) = open.write_all(bytes).await {
+        *stream = None;
+        return Err(SendError::Write {
+            address: address.to_owned(),
+            source,
+        });
+    }
+    Ok(connected)
+}
+
+/// Makes sure `stream` is a live connection; returns whether it is new.
+async fn ensure_tcp(
+    address: &str,
+    connect_timeout: Duration,
+    stream: &mut Option<TcpStream>,
+) -> Result<bool, SendError> {
     // Carbon never writes to us, so a readable socket means the peer closed
     // (or reset) it: reconnect before writing into a dead connection whose
     // first write would "succeed" and be lost.
@@ -187,17 +224,6 @@ async fn send_tcp(
         socket.set_nodelay(true).map_err(connect_error)?;
         *stream = Some(socket);
         connected = true;
-    }
-    let open = stream.as_mut().ok_or_else(|| SendError::Connect {
-        address: address.to_owned(),
-        source: io::Error::other("not connected"),
-    })?;
-    if let Err(source) = open.write_all(bytes).await {
-        *stream = None;
-        return Err(SendError::Write {
-            address: address.to_owned(),
-            source,
-        });
     }
     Ok(connected)
 }

@@ -20,6 +20,7 @@ pub mod route;
 pub mod telemetry;
 
 pub mod admin;
+pub mod explain;
 pub mod input;
 pub mod output;
 pub mod relay;

@@ -31,6 +31,12 @@ enum Command {
     Run,
     /// Validate the configuration, print a summary and exit.
     Check,
+    /// Read metric names (or lines) on stdin and print where each would go.
+    Route {
+        /// Print only the names whose placement differs under this configuration.
+        #[arg(long)]
+        diff: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +53,18 @@ fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => {
             print!("{}", tsrelay::summary::describe(&config));
+            Ok(())
+        }
+        Command::Route { diff } => {
+            let other = diff
+                .map(|path| {
+                    tsrelay::config::load(&path)
+                        .with_context(|| format!("invalid configuration {}", path.display()))
+                })
+                .transpose()?;
+            let stdin = std::io::stdin().lock();
+            let stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            tsrelay::explain::run(&config, other.as_ref(), stdin, stdout).context("route")?;
             Ok(())
         }
         Command::Run => {

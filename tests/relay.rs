@@ -9,3 +9,4 @@ mod backpressure;
 mod carbon;
 mod cli;
 mod graphite;
+mod routing;

@@ -339,6 +339,30 @@ pub fn python(script: &str, args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("utf-8 output")
 }
 
+/// Like [`python`], feeding `input` on stdin.
+pub fn python_with_input(script: &str, args: &[&str], input: &str) -> String {
+    let mut child = Command::new(system_python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_owned();
+    let writer = thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let output = child.wait_with_output().expect("python output");
+    writer.join().expect("writer").expect("write stdin");
+    assert!(
+        output.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
 /// Debian's python3, which has carbon and whisper; any python3 otherwise.
 pub fn system_python() -> &'static str {
     if Path::new("/usr/bin/python3").exists() {

@@ -492,13 +492,22 @@ fn validate_cluster(
             port,
             instance: member.instance.clone(),
         };
-        if members.iter().any(|m: &Member| {
-            m.upstream == upstream
-                || (m.host == candidate.host && m.instance == candidate.instance && is_hash)
-        }) {
+        // Two members with the same ring key would share (or fight over)
+        // one set of ring positions.
+        let same_ring_key = |m: &Member| match kind {
+            ClusterKind::CarbonCh | ClusterKind::CarbonChCcr => {
+                m.host == candidate.host && m.instance == candidate.instance
+            }
+            ClusterKind::Fnv1aCh(_) => m.instance.is_some() && m.instance == candidate.instance,
+            _ => false,
+        };
+        if members
+            .iter()
+            .any(|m: &Member| m.upstream == upstream || same_ring_key(m))
+        {
             return Err(invalid(
                 &member_path,
-                "duplicate member (same upstream, or same host and instance)",
+                "duplicate member (same upstream, or the same ring key: host and instance)",
             ));
         }
         members.push(candidate);
@@ -514,7 +523,15 @@ fn validate_cluster(
     let hash_key = match raw.hash_key {
         Some(RawHashKey::Name) => HashKey::Name,
         Some(RawHashKey::Path) => HashKey::Path,
-        None if matches!(kind, ClusterKind::CarbonChCcr | ClusterKind::Jump) => HashKey::Path,
+        None if matches!(
+            kind,
+            ClusterKind::CarbonChCcr
+                | ClusterKind::Jump
+                | ClusterKind::Fnv1aCh(Fnv1aKeys::CarbonCRelay)
+        ) =>
+        {
+            HashKey::Path
+        }
         None => HashKey::Name,
     };
     Ok(ClusterConfig {

@@ -10,7 +10,10 @@
 
 use std::cmp::Ordering;
 
-use super::hash::{fnv1a_64, fnv1a_position, jump_bucket, md5_position, Ring, REPLICAS};
+use super::hash::{
+    fnv1a_64, fnv1a_64_signed, fnv1a_position, fnv1a_position_signed, jump_bucket, jump_remix,
+    md5_position, Ring, REPLICAS,
+};
 use crate::config::{ClusterConfig, ClusterKind, Fnv1aKeys, HashKey, Member};
 use crate::health::Health;
 
@@ -23,6 +26,7 @@ pub(super) struct Cluster {
     replication: usize,
     diverse_replicas: bool,
     hash_key: HashKey,
+    jump_order: Vec<usize>,
 }
 
 impl Cluster {
@@ -30,36 +34,30 @@ impl Cluster {
     pub(super) fn new(config: &ClusterConfig) -> Self {
         let members = config.members.clone();
         let ring = match config.kind {
-            ClusterKind::CarbonCh => Some(Ring::new(
-                members
-                    .iter()
-                    .map(|m| replica_positions(m, carbon_replica_key, md5_position)),
-                true,
-                |a, b| a.cmp(&b),
-            )),
-            ClusterKind::Fnv1aCh(Fnv1aKeys::Carbon) => Some(Ring::new(
-                members.iter().map(|m| {
+            ClusterKind::CarbonCh => {
+                Some(Ring::python(members.iter().map(|m| {
+                    replica_positions(m, carbon_replica_key, md5_position)
+                })))
+            }
+            ClusterKind::Fnv1aCh(Fnv1aKeys::Carbon) => {
+                Some(Ring::python(members.iter().map(|m| {
                     replica_positions(
                         m,
                         |m, i| format!("{i}-{}", m.instance.as_deref().unwrap_or("None")),
                         fnv1a_position,
                     )
-                }),
-                true,
-                |a, b| a.cmp(&b),
-            )),
-            ClusterKind::CarbonChCcr => Some(Ring::new(
+                })))
+            }
+            ClusterKind::CarbonChCcr => Some(Ring::ccr(
                 members
                     .iter()
-                    .map(|m| replica_positions(m, carbon_replica_key, md5_position)),
-                false,
-                |a, b| ccr_order(&members[a], &members[b]),
+                    .map(|m| replica_positions(m, ccr_carbon_replica_key, md5_position)),
+                |a, b| ccr_carbon_order(&members[a], &members[b]),
             )),
-            ClusterKind::Fnv1aCh(Fnv1aKeys::CarbonCRelay) => Some(Ring::new(
+            ClusterKind::Fnv1aCh(Fnv1aKeys::CarbonCRelay) => Some(Ring::ccr(
                 members
                     .iter()
-                    .map(|m| replica_positions(m, ccr_fnv1a_replica_key, fnv1a_position)),
-                false,
+                    .map(|m| replica_positions(m, ccr_fnv1a_replica_key, fnv1a_position_signed)),
                 |a, b| ccr_fnv1a_order(&members[a], &members[b]),
             )),
             ClusterKind::Fanout
@@ -67,6 +65,9 @@ impl Cluster {
             | ClusterKind::AnyOf
             | ClusterKind::Jump => None,
         };
+        // jump_fnv1a_ch buckets are the members in carbon-c-relay's order.
+        let mut jump_order: Vec<usize> = (0..members.len()).collect();
+        jump_order.sort_by(|&a, &b| ccr_jump_order(&members[a], &members[b]));
         Self {
             kind: config.kind,
             members,
@@ -74,6 +75,7 @@ impl Cluster {
             replication: config.replication,
             diverse_replicas: config.diverse_replicas,
             hash_key: config.hash_key,
+            jump_order,
         }
     }
 
@@ -156,27 +158,36 @@ impl Cluster {
             .take(self.replication)
     }
 
-    /// carbon-c-relay's `ch_get_nodes`: distinct servers walking the ring.
+    /// carbon-c-relay's `ch_get_nodes`: distinct servers walking the ring
+    /// (at most one turn: carbon-c-relay itself would spin forever when the
+    /// ring has fewer owners than replicas).
     fn ccr_nodes<'a>(&'a self, key: &[u8]) -> impl Iterator<Item = usize> + 'a {
         let ring = self.ring.as_ref().expect("hash clusters have a ring");
         let position = match self.kind {
             ClusterKind::CarbonChCcr => md5_position(key),
-            _ => fnv1a_position(key),
+            _ => fnv1a_position_signed(key),
         };
         ring.walk(position).take(self.replication)
     }
 
-    /// carbon-c-relay's jump_fnv1a_ch: a bucket among the members; each
-    /// further replica is drawn among the members not chosen yet.
+    /// carbon-c-relay's jump_fnv1a_ch: a bucket among the ordered members;
+    /// each further replica re-mixes the hash and draws among the members
+    /// left after swap-removing the chosen one.
     fn jump_nodes(&self, key: &[u8]) -> Vec<usize> {
-        let hash = fnv1a_64(key);
-        let mut remaining: Vec<usize> = (0..self.members.len()).collect();
+        let mut hash = fnv1a_64_signed(key);
+        let mut buckets = self.jump_order.clone();
+        let mut remaining = buckets.len();
         let mut chosen = Vec::with_capacity(self.replication);
-        while chosen.len() < self.replication && !remaining.is_empty() {
-            let bucket = jump_bucket(hash, remaining.len());
-            chosen.push(remaining.remove(bucket));
+        loop {
+            let bucket = jump_bucket(hash, remaining);
+            chosen.push(buckets[bucket]);
+            if chosen.len() >= self.replication || remaining <= 1 {
+                return chosen;
+            }
+            hash = jump_remix(hash);
+            remaining -= 1;
+            buckets[bucket] = buckets[remaining];
         }
-        chosen
     }
 }
 
@@ -199,6 +210,14 @@ fn carbon_replica_key(member: &Member, replica: usize) -> String {
     format!("({}, {instance}):{replica}", python_repr(&member.host))
 }
 
+/// carbon-c-relay's carbon_ch replica key (its imitation of Python's tuple).
+fn ccr_carbon_replica_key(member: &Member, replica: usize) -> String {
+    match &member.instance {
+        Some(instance) => format!("('{}', '{instance}'):{replica}", member.host),
+        None => format!("('{}', None):{replica}", member.host),
+    }
+}
+
 /// carbon-c-relay's fnv1a_ch replica key: the instance when given, else host:port.
 fn ccr_fnv1a_replica_key(member: &Member, replica: usize) -> String {
     match &member.instance {
@@ -207,17 +226,54 @@ fn ccr_fnv1a_replica_key(member: &Member, replica: usize) -> String {
     }
 }
 
-/// carbon-c-relay orders equal ring positions by server address, then port.
-fn ccr_order(a: &Member, b: &Member) -> Ordering {
+/// carbon-c-relay's carbon_ch tie order: address, then instance (none last).
+fn ccr_carbon_order(a: &Member, b: &Member) -> Ordering {
+    a.host
+        .cmp(&b.host)
+        .then_with(|| match (&a.instance, &b.instance) {
+            (Some(x), Some(y)) => x.cmp(y),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => Ordering::Equal,
+        })
+}
+
+/// carbon-c-relay's fnv1a_ch tie order: address, then port.
+fn ccr_fnv1a_order(a: &Member, b: &Member) -> Ordering {
     a.host.cmp(&b.host).then(a.port.cmp(&b.port))
 }
 
-/// carbon-c-relay's fnv1a_ch orders equal positions by instance, else address.
-fn ccr_fnv1a_order(a: &Member, b: &Member) -> Ordering {
+/// carbon-c-relay's jump_fnv1a_ch member order: members with an instance
+/// first (numerically when both are integers, else as strings), the rest
+/// in configuration order.
+fn ccr_jump_order(a: &Member, b: &Member) -> Ordering {
     match (&a.instance, &b.instance) {
-        (Some(x), Some(y)) => x.cmp(y),
-        _ => ccr_order(a, b),
+        (Some(x), Some(y)) => match (c_strtol(x), c_strtol(y)) {
+            (Some(x), Some(y)) => (x.wrapping_sub(y) as i32).cmp(&0),
+            _ => x.cmp(y),
+        },
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
     }
+}
+
+/// C's `strtol(text, &end, 10)` when it consumes the whole string.
+fn c_strtol(text: &str) -> Option<i64> {
+    let trimmed = text.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    let digits = trimmed.strip_prefix(['+', '-']).unwrap_or(trimmed);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(
+        trimmed
+            .parse::<i64>()
+            .unwrap_or(if trimmed.starts_with('-') {
+                i64::MIN
+            } else {
+                i64::MAX
+            }),
+    )
 }
 
 /// Python's `repr()` of a str, for the characters host names and
@@ -250,6 +306,38 @@ fn python_repr(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jump_members_order_like_carbon_c_relay() {
+        let member = |instance: Option<&str>, port: u16| Member {
+            upstream: usize::from(port),
+            host: "h".into(),
+            port,
+            instance: instance.map(str::to_owned),
+        };
+        let order = |mut members: Vec<Member>| {
+            members.sort_by(ccr_jump_order);
+            members.iter().map(|m| m.port).collect::<Vec<u16>>()
+        };
+        // Verified against carbon-c-relay 3.7.3: integers sort numerically,
+        // other instances as strings, members without one last in config order.
+        let numeric = ["10", "9", "1", "100", "2"];
+        let members = numeric
+            .iter()
+            .enumerate()
+            .map(|(i, n)| member(Some(n), i as u16))
+            .collect();
+        assert_eq!(order(members), vec![2, 4, 1, 0, 3]);
+        let mixed = vec![
+            member(Some("b"), 0),
+            member(Some("a"), 1),
+            member(None, 2),
+            member(Some("d"), 3),
+            member(None, 4),
+            member(Some("c"), 5),
+        ];
+        assert_eq!(order(mixed), vec![1, 0, 5, 3, 2, 4]);
+    }
 
     #[test]
     fn replica_keys_are_pythons_tuple_repr() {

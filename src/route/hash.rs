@@ -48,57 +48,108 @@ pub fn jump_bucket(mut key: u64, n_buckets: usize) -> usize {
     bucket.max(0) as usize
 }
 
+/// 32-bit FNV-1a as carbon-c-relay computes it: `char` is signed, so a
+/// byte of 0x80 or more is XORed sign-extended.
+pub fn fnv1a_32_signed(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |hash, &b| {
+        (hash ^ (b as i8 as i32 as u32)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// 64-bit FNV-1a as carbon-c-relay computes it (bytes sign-extended).
+pub fn fnv1a_64_signed(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ (b as i8 as i64 as u64)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// carbon-c-relay's FNV-1a position (signed bytes, folded to 16 bits).
+pub fn fnv1a_position_signed(key: &[u8]) -> u32 {
+    let hash = fnv1a_32_signed(key);
+    (hash >> 16) ^ (hash & 0xffff)
+}
+
+/// carbon-c-relay's mix between two jump draws when replicating.
+pub fn jump_remix(mut hash: u64) -> u64 {
+    hash ^= hash >> 12;
+    hash ^= hash << 25;
+    hash ^= hash >> 27;
+    hash.wrapping_mul(2_685_821_657_736_338_717)
+}
+
 /// A consistent-hash ring over member indices.
 #[derive(Debug, Clone)]
 pub struct Ring {
-    /// `(position, member)` sorted by position (ties as the flavour orders them).
+    /// `(position, member)` sorted by position.
     entries: Vec<(u32, usize)>,
     n_members: usize,
+    /// carbon-c-relay walks a full turn; Python carbon stops one entry short.
+    full_turn: bool,
 }
 
 impl Ring {
-    /// Builds a ring from each member's replica positions. With
-    /// `resolve_collisions` (Python carbon since 1.0), a position already
-    /// taken moves up by one until free, in member insertion order;
-    /// otherwise equal positions stay and are ordered by `tie_break`.
-    pub fn new(
-        member_positions: impl IntoIterator<Item = Vec<u32>>,
-        resolve_collisions: bool,
-        tie_break: impl Fn(usize, usize) -> std::cmp::Ordering,
-    ) -> Self {
+    /// Python carbon's ring: members are added in order and a position
+    /// already taken moves up by one until free.
+    pub fn python(member_positions: impl IntoIterator<Item = Vec<u32>>) -> Self {
         let mut entries: Vec<(u32, usize)> = Vec::new();
         let mut taken = std::collections::HashSet::new();
-        let mut n_members = 0;
         for (member, positions) in member_positions.into_iter().enumerate() {
-            n_members += 1;
             for mut position in positions {
-                if resolve_collisions {
-                    while !taken.insert(position) {
-                        position += 1;
-                    }
+                while !taken.insert(position) {
+                    position += 1;
                 }
                 entries.push((position, member));
             }
         }
+        entries.sort_unstable();
+        let n_members = entries.iter().map(|e| e.1 + 1).max().unwrap_or(0);
+        Self {
+            entries,
+            n_members,
+            full_turn: false,
+        }
+    }
+
+    /// carbon-c-relay's ring: entries stably sorted by position then by
+    /// `tie_break`, and every run of equal positions owned by the member
+    /// that sorts first in it.
+    pub fn ccr(
+        member_positions: impl IntoIterator<Item = Vec<u32>>,
+        tie_break: impl Fn(usize, usize) -> std::cmp::Ordering,
+    ) -> Self {
+        let mut entries: Vec<(u32, usize)> = member_positions
+            .into_iter()
+            .enumerate()
+            .flat_map(|(member, positions)| positions.into_iter().map(move |p| (p, member)))
+            .collect();
         entries.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| tie_break(a.1, b.1)));
-        Self { entries, n_members }
+        for i in 1..entries.len() {
+            if entries[i].0 == entries[i - 1].0 {
+                entries[i].1 = entries[i - 1].1;
+            }
+        }
+        let n_members = entries.iter().map(|e| e.1 + 1).max().unwrap_or(0);
+        Self {
+            entries,
+            n_members,
+            full_turn: true,
+        }
     }
 
     /// Distinct members in ring order from the first entry at or after
-    /// `position`, as Python carbon's `get_nodes` yields them (it stops one
-    /// entry short of a full turn).
+    /// `position` (wrapping), as the flavour's lookup yields them.
     pub fn walk(&self, position: u32) -> impl Iterator<Item = usize> + '_ {
         let len = self.entries.len();
         let start = self.entries.partition_point(|(p, _)| *p < position) % len.max(1);
+        let steps = if self.full_turn {
+            len
+        } else {
+            len.saturating_sub(1)
+        };
         let mut seen = vec![false; self.n_members];
-        (0..len.saturating_sub(1))
+        (0..steps)
             .map(move |step| self.entries[(start + step) % len].1)
             .filter(move |&member| !std::mem::replace(&mut seen[member], true))
-    }
-
-    /// Number of members.
-    pub fn n_members(&self) -> usize {
-        self.n_members
     }
 }
 
@@ -131,9 +182,27 @@ mod tests {
 
     #[test]
     fn collisions_move_up_in_python_carbon_rings() {
-        let ring = Ring::new([vec![5, 9], vec![5]], true, |a, b| a.cmp(&b));
+        let ring = Ring::python([vec![5, 9], vec![5]]);
         assert_eq!(ring.entries, vec![(5, 0), (6, 1), (9, 0)]);
         assert_eq!(ring.walk(6).collect::<Vec<_>>(), vec![1, 0]);
         assert_eq!(ring.walk(10).collect::<Vec<_>>(), vec![0, 1]);
+    }
+
+    #[test]
+    fn ccr_rings_give_a_tied_position_to_the_first_member_in_order() {
+        // Member 1 sorts first on ties, so it owns position 5 twice.
+        let ring = Ring::ccr([vec![5, 9], vec![5]], |a, b| b.cmp(&a));
+        assert_eq!(ring.entries, vec![(5, 1), (5, 1), (9, 0)]);
+        assert_eq!(ring.walk(6).collect::<Vec<_>>(), vec![0, 1]);
+    }
+
+    #[test]
+    fn signed_char_variants_differ_only_above_ascii() {
+        assert_eq!(fnv1a_32_signed(b"foo.bar"), fnv1a_32(b"foo.bar"));
+        assert_ne!(
+            fnv1a_32_signed("caf\u{e9}".as_bytes()),
+            fnv1a_32("caf\u{e9}".as_bytes())
+        );
+        assert_eq!(fnv1a_64_signed(b"foo.bar"), fnv1a_64(b"foo.bar"));
     }
 }

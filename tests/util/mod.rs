@@ -14,12 +14,17 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// A port free on 127.0.0.1 for both TCP and UDP right now.
+/// A port free on 127.0.0.1 for both TCP and UDP right now, and never
+/// handed out before in this test run (tests run in parallel, and the OS
+/// may offer a just-released port again).
 pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     loop {
         let tcp = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
         let port = tcp.local_addr().expect("local addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        let mut given = GIVEN.lock().expect("lock");
+        if !given.contains(&port) && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
             return port;
         }
     }

@@ -141,7 +141,7 @@ impl Cluster {
             ClusterKind::CarbonCh => md5_position(key),
             _ => fnv1a_position(key),
         };
-        let mut used_hosts: Vec<&str> = Vec::new();
+        let mut used_hosts: smallvec::SmallVec<[&str; 4]> = smallvec::SmallVec::new();
         let diverse = self.diverse_replicas;
         ring.walk(position)
             .filter(move |&m| {

@@ -146,7 +146,7 @@ impl Ring {
         } else {
             len.saturating_sub(1)
         };
-        let mut seen = vec![false; self.n_members];
+        let mut seen: smallvec::SmallVec<[bool; 64]> = smallvec::smallvec![false; self.n_members];
         (0..steps)
             .map(move |step| self.entries[(start + step) % len].1)
             .filter(move |&member| !std::mem::replace(&mut seen[member], true))

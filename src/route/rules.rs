@@ -7,7 +7,10 @@
 
 use super::cluster::Cluster;
 use super::DestSet;
-use crate::config::{Destination, HashKey, Matcher, Rewrite, RouteConfig};
+use regex::RegexSet;
+use smallvec::SmallVec;
+
+use crate::config::{Destination, HashKey, Matcher, Rewrite, RouteConfig, TagMatcher};
 use crate::health::Health;
 use crate::model::{write_carbon_name, PointRef};
 
@@ -42,14 +45,33 @@ pub struct Rules {
     routes: Vec<Rule>,
     defaults: Vec<Rule>,
     clusters: Vec<Cluster>,
+    /// Every path condition of every rule, run in one pass per path.
+    path_patterns: RegexSet,
+    /// For each pattern, the rule it is the first path condition of.
+    anchor_rule: Vec<Option<usize>>,
+    /// Rules with no path condition (tag conditions only).
+    unanchored: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
 struct Rule {
-    matchers: Vec<Matcher>,
+    matchers: Vec<Condition>,
     rewrite: Option<Rewrite>,
     to: Vec<Destination>,
     stop: bool,
+}
+
+/// A compiled matcher: path regexes and globs point into the shared set.
+#[derive(Debug, Clone)]
+enum Condition {
+    Pattern(usize),
+    Tag(TagMatcher),
+}
+
+/// Which shared patterns match the current path, computed on first use.
+struct PatternMatches {
+    computed: bool,
+    matched: SmallVec<[bool; 128]>,
 }
 
 /// The point as the rules currently see it.
@@ -61,16 +83,54 @@ enum Subject<'p> {
 impl Rules {
     /// Compiles routes and clusters.
     pub fn new(routes: &[RouteConfig], clusters: &[crate::config::ClusterConfig]) -> Self {
-        let compile = |route: &RouteConfig| Rule {
-            matchers: route.matchers.clone(),
+        let mut patterns: Vec<String> = Vec::new();
+        let mut compile = |route: &RouteConfig| Rule {
+            matchers: route
+                .matchers
+                .iter()
+                .map(|matcher| match matcher {
+                    // A prefix joins the set too: one automaton pass then
+                    // answers every path condition of every rule.
+                    Matcher::Prefix(prefix) => {
+                        patterns.push(format!("^{}", regex::escape(prefix)));
+                        Condition::Pattern(patterns.len() - 1)
+                    }
+                    Matcher::Regex(regex) | Matcher::Glob { regex, .. } => {
+                        patterns.push(regex.as_str().to_owned());
+                        Condition::Pattern(patterns.len() - 1)
+                    }
+                    Matcher::Tag(tag) => Condition::Tag(tag.clone()),
+                })
+                .collect(),
             rewrite: route.rewrite.clone(),
             to: route.to.clone(),
             stop: route.stop,
         };
+        let compiled: Vec<(bool, Rule)> = routes.iter().map(|r| (r.default, compile(r))).collect();
+        // Every pattern already compiled alone during validation.
+        let path_patterns = RegexSet::new(&patterns).unwrap_or_else(|_| RegexSet::empty());
+        let (defaults, routes): (Vec<_>, Vec<_>) =
+            compiled.into_iter().partition(|(default, _)| *default);
+        let routes: Vec<Rule> = routes.into_iter().map(|(_, rule)| rule).collect();
+        let mut anchor_rule = vec![None; patterns.len()];
+        let mut unanchored = Vec::new();
+        for (index, rule) in routes.iter().enumerate() {
+            let first_pattern = rule.matchers.iter().find_map(|c| match c {
+                Condition::Pattern(pattern) => Some(*pattern),
+                Condition::Tag(_) => None,
+            });
+            match first_pattern {
+                Some(pattern) => anchor_rule[pattern] = Some(index),
+                None => unanchored.push(index),
+            }
+        }
         Self {
-            routes: routes.iter().filter(|r| !r.default).map(compile).collect(),
-            defaults: routes.iter().filter(|r| r.default).map(compile).collect(),
+            routes,
+            defaults: defaults.into_iter().map(|(_, rule)| rule).collect(),
             clusters: clusters.iter().map(Cluster::new).collect(),
+            path_patterns,
+            anchor_rule,
+            unanchored,
         }
     }
 
@@ -78,18 +138,42 @@ impl Rules {
     pub fn place(&self, point: &PointRef<'_>, health: &Health) -> Placement {
         let mut placement = Placement::default();
         let mut subject = Subject::Original(point);
+        let mut patterns = PatternMatches {
+            computed: false,
+            matched: SmallVec::from_elem(false, self.path_patterns.len()),
+        };
         let mut matched = false;
-        for rule in &self.routes {
-            if self.apply(rule, &mut subject, &mut placement, health, false) {
+        let mut next = 0;
+        // Only rules whose first path condition matched (or that have none)
+        // can match: one automaton pass picks them, so a hundred rules cost
+        // little more than one. A rewrite changes the path, so the
+        // candidates are picked again for the rules after it.
+        'rules: while next < self.routes.len() {
+            for index in self.candidates(&subject, &mut patterns, next) {
+                let rule = &self.routes[index];
+                if !rule
+                    .matchers
+                    .iter()
+                    .all(|c| self.holds(c, &subject, &mut patterns))
+                {
+                    continue;
+                }
                 matched = true;
+                self.apply(rule, &mut subject, &mut patterns, &mut placement, health);
                 if rule.stop {
-                    break;
+                    break 'rules;
+                }
+                if rule.rewrite.is_some() {
+                    next = index + 1;
+                    continue 'rules;
                 }
             }
+            break;
         }
         if !matched {
             for rule in &self.defaults {
-                if self.apply(rule, &mut subject, &mut placement, health, true) && rule.stop {
+                self.apply(rule, &mut subject, &mut patterns, &mut placement, health);
+                if rule.stop {
                     break;
                 }
             }
@@ -97,20 +181,19 @@ impl Rules {
         placement
     }
 
-    /// Applies one rule if it matches; returns whether it did.
+    /// Applies a matched rule: its rewrite, then its targets.
+    #[inline(never)]
     fn apply<'p>(
         &self,
         rule: &Rule,
         subject: &mut Subject<'p>,
+        patterns: &mut PatternMatches,
         placement: &mut Placement,
         health: &Health,
-        unconditional: bool,
-    ) -> bool {
-        if !unconditional && !rule.matchers.iter().all(|m| subject.matches(m)) {
-            return false;
-        }
+    ) {
         if let Some(rewrite) = &rule.rewrite {
             *subject = Subject::Renamed(subject.rewritten(rewrite));
+            patterns.computed = false;
         }
         let mut set = DestSet::default();
         let mut keys = KeyCache::default();
@@ -133,7 +216,51 @@ impl Rules {
                 _ => placement.renamed.push((renamed.clone(), set)),
             },
         }
-        true
+    }
+}
+
+impl Rules {
+    /// Indices of the rules from `first` on that may match, in order.
+    fn candidates(
+        &self,
+        subject: &Subject<'_>,
+        patterns: &mut PatternMatches,
+        first: usize,
+    ) -> SmallVec<[usize; 16]> {
+        self.compute_patterns(subject, patterns);
+        let mut candidates: SmallVec<[usize; 16]> = patterns
+            .matched
+            .iter()
+            .zip(&self.anchor_rule)
+            .filter_map(|(matched, rule)| rule.filter(|&r| *matched && r >= first))
+            .chain(self.unanchored.iter().copied().filter(|&r| r >= first))
+            .collect();
+        candidates.sort_unstable();
+        candidates
+    }
+
+    fn compute_patterns(&self, subject: &Subject<'_>, patterns: &mut PatternMatches) {
+        if !patterns.computed {
+            patterns.matched.iter_mut().for_each(|m| *m = false);
+            self.path_patterns
+                .matches_read_at(&mut patterns.matched, subject.path(), 0);
+            patterns.computed = true;
+        }
+    }
+
+    fn holds(
+        &self,
+        condition: &Condition,
+        subject: &Subject<'_>,
+        patterns: &mut PatternMatches,
+    ) -> bool {
+        match condition {
+            Condition::Pattern(index) => {
+                self.compute_patterns(subject, patterns);
+                patterns.matched[*index]
+            }
+            Condition::Tag(tag) => tag.matches(subject.tags()),
+        }
     }
 }
 
@@ -158,13 +285,6 @@ impl Subject<'_> {
         match self {
             Subject::Original(point) => point.has_tags(),
             Subject::Renamed(renamed) => !renamed.tags.is_empty(),
-        }
-    }
-
-    fn matches(&self, matcher: &Matcher) -> bool {
-        match matcher {
-            Matcher::Tag(_) => matcher.matches(self.path(), self.tags()),
-            _ => matcher.matches(self.path(), std::iter::empty()),
         }
     }
 

@@ -8,5 +8,6 @@ mod util;
 mod backpressure;
 mod carbon;
 mod cli;
+mod clusters;
 mod graphite;
 mod routing;

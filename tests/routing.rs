@@ -414,6 +414,8 @@ fn hash_clusters_place_tagged_names_like_the_carbon_c_relay_daemon() {
                 "-s",
                 "-w",
                 "1",
+                "-T",
+                "10000",
             ])
             .stdout(std::fs::File::create(dir.path().join("ccr.log")).expect("log file"))
             .stderr(Stdio::null())

@@ -67,5 +67,6 @@ fn readme_configuration_reference_is_valid() {
     std::fs::write(&path, block).expect("write");
     let (ok, stdout, stderr) = tsrelay(&["check", "-c", path.to_str().expect("utf-8 path")]);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("3: default -> debug"), "{stdout}");
+    assert!(stdout.contains("5: default -> debug"), "{stdout}");
+    assert!(stdout.contains("ring: CarbonCh, replication 1"), "{stdout}");
 }

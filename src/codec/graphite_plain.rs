@@ -22,9 +22,9 @@ use crate::model::{Batch, PointRef, Timestamp, Value};
 /// # Errors
 /// The [`Reason`] the line was rejected for.
 pub fn parse_line(line: &[u8], received_at: Timestamp, out: &mut Batch) -> Result<bool, Reason> {
-    let text = std::str::from_utf8(line).map_err(|_| Reason::InvalidUtf8)?;
-    let mut fields = text
-        .split(|c: char| c.is_ascii_whitespace() || ('\x1c'..='\x1f').contains(&c))
+    // Every separator is ASCII, so splitting bytes is splitting characters.
+    let mut fields = line
+        .split(|b| is_separator(*b))
         .filter(|field| !field.is_empty());
     let Some(name) = fields.next() else {
         return Ok(false);
@@ -32,13 +32,27 @@ pub fn parse_line(line: &[u8], received_at: Timestamp, out: &mut Batch) -> Resul
     let (Some(value), Some(timestamp), None) = (fields.next(), fields.next(), fields.next()) else {
         return Err(Reason::FieldCount);
     };
-    let value = parse_python_float(value.as_bytes()).ok_or(Reason::BadValue)?;
-    let timestamp = parse_graphite_timestamp(timestamp.as_bytes(), received_at)?;
+    // Carbon decodes the whole line; numbers that are not ASCII fail to
+    // parse below, so validating the name is validating the line.
+    let name = std::str::from_utf8(name).map_err(|_| Reason::InvalidUtf8)?;
+    if !value.is_ascii() || !timestamp.is_ascii() {
+        return Err(Reason::InvalidUtf8);
+    }
+    let value = parse_python_float(value).ok_or(Reason::BadValue)?;
+    let timestamp = parse_graphite_timestamp(timestamp, received_at)?;
     if value.is_nan() {
         return Err(Reason::NanValue);
     }
     push_graphite_point(out, name, timestamp, Value::F64(value));
     Ok(true)
+}
+
+/// Python's `str.split()` separators within ASCII.
+fn is_separator(byte: u8) -> bool {
+    matches!(
+        byte,
+        b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0x1c..=0x1f
+    )
 }
 
 /// Parses every line of a UDP datagram; the last line needs no `\n`.

@@ -17,7 +17,8 @@ type TagList<'a> = SmallVec<[(&'a str, &'a str); 8]>;
 
 /// Appends a point whose Graphite name may carry `;tags`.
 pub fn push_graphite_point(out: &mut Batch, raw_name: &str, timestamp: Timestamp, value: Value) {
-    match raw_name.find(';').and_then(|_| parse_tagged(raw_name)) {
+    let tagged = memchr::memchr(b';', raw_name.as_bytes()).is_some();
+    match tagged.then(|| parse_tagged(raw_name)).flatten() {
         Some((name, tags)) => out.push(name, tags, timestamp, value, None),
         None => out.push(raw_name, [], timestamp, value, None),
     }

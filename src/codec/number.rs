@@ -11,14 +11,12 @@ use crate::model::Timestamp;
 
 /// Parses a number the way Python's `float()` does (ASCII forms).
 pub fn parse_python_float(text: &[u8]) -> Option<f64> {
-    let text = std::str::from_utf8(text).ok()?;
-    let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
+    let text = std::str::from_utf8(text.trim_ascii()).ok()?;
     if let Ok(value) = text.parse::<f64>() {
         return Some(value);
     }
-    if !text.contains('_') {
-        return None;
-    }
+    // Only underscores can rescue a number Rust's parser refused.
+    memchr::memchr(b'_', text.as_bytes())?;
     // Python allows one underscore between two digits, nowhere else.
     let bytes = text.as_bytes();
     let well_placed = bytes.iter().enumerate().all(|(i, &b)| {

@@ -91,6 +91,18 @@ pub enum Reason {
     UnsafePickle,
     /// One item of a pickle list is not `(path, (timestamp, value))`.
     BadItem,
+    /// A line that is not a known command (KairosDB telnet).
+    UnknownCommand,
+    /// A command with too few words.
+    TooFewWords,
+    /// A tag that is not `name=value` or has an empty name.
+    BadTag,
+    /// An empty metric name.
+    EmptyName,
+    /// A body or record that is not valid JSON or not the expected shape.
+    InvalidJson,
+    /// A metric that breaks the protocol's validation rules (KairosDB REST).
+    InvalidMetric,
 }
 
 impl Reason {
@@ -107,6 +119,12 @@ impl Reason {
         Reason::BadPickle,
         Reason::UnsafePickle,
         Reason::BadItem,
+        Reason::UnknownCommand,
+        Reason::TooFewWords,
+        Reason::BadTag,
+        Reason::EmptyName,
+        Reason::InvalidJson,
+        Reason::InvalidMetric,
     ];
 
     /// The label used in metrics and logs.
@@ -123,6 +141,12 @@ impl Reason {
             Reason::BadPickle => "bad_pickle",
             Reason::UnsafePickle => "unsafe_pickle",
             Reason::BadItem => "bad_item",
+            Reason::UnknownCommand => "unknown_command",
+            Reason::TooFewWords => "too_few_words",
+            Reason::BadTag => "bad_tag",
+            Reason::EmptyName => "empty_name",
+            Reason::InvalidJson => "invalid_json",
+            Reason::InvalidMetric => "invalid_metric",
         }
     }
 
@@ -255,6 +279,12 @@ pub trait StreamDecoder: Send {
             rejects.add(Reason::Truncated, rest);
         }
     }
+
+    /// Bytes the protocol answers to the peer (KairosDB's `version`),
+    /// collected during `decode`; most protocols never answer.
+    fn take_reply(&mut self) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// Why an output format could not carry a point.
@@ -270,6 +300,10 @@ pub enum Unrepresentable {
     Absent,
     /// A name or tag the format cannot write (empty, whitespace, control bytes).
     InvalidName,
+    /// The encoded record would exceed the upstream's line limit.
+    LineTooLong,
+    /// The target requires tags and the point has none (KairosDB REST).
+    MissingTags,
 }
 
 impl Unrepresentable {
@@ -280,6 +314,8 @@ impl Unrepresentable {
         Unrepresentable::Histogram,
         Unrepresentable::Absent,
         Unrepresentable::InvalidName,
+        Unrepresentable::LineTooLong,
+        Unrepresentable::MissingTags,
     ];
 
     /// The label used in metrics and logs (the `reason` of a drop).
@@ -290,6 +326,8 @@ impl Unrepresentable {
             Unrepresentable::Histogram => "unrepresentable_histogram",
             Unrepresentable::Absent => "absent_value",
             Unrepresentable::InvalidName => "invalid_name",
+            Unrepresentable::LineTooLong => "line_too_long",
+            Unrepresentable::MissingTags => "missing_tags",
         }
     }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -126,6 +126,12 @@ impl Connection {
                 }
             };
             buffer.advance(used);
+            if let Some(reply) = decoder.take_reply() {
+                if let Err(err) = socket.write_all(&reply).await {
+                    debug!(error = %err, "Reply failed; closing.");
+                    break;
+                }
+            }
             if !batch.is_empty() {
                 self.metrics.points_received.inc_by(batch.len() as u64);
                 self.router.dispatch(batch).await;

@@ -38,6 +38,8 @@ struct Entry {
     timestamp: Timestamp,
     value: Value,
     source: Option<Arc<Source>>,
+    /// Time to live in seconds requested by the sender (KairosDB); 0 = none.
+    ttl: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -118,7 +120,15 @@ impl Batch {
             timestamp,
             value,
             source,
+            ttl: 0,
         });
+    }
+
+    /// Sets the time to live (seconds) of the last point pushed.
+    pub fn set_last_ttl(&mut self, ttl_seconds: u32) {
+        if let Some(entry) = self.entries.last_mut() {
+            entry.ttl = ttl_seconds;
+        }
     }
 
     /// Appends a copy of a point from another (or this) batch.
@@ -130,6 +140,7 @@ impl Batch {
             point.value().clone(),
             point.source().cloned(),
         );
+        self.set_last_ttl(point.ttl().unwrap_or(0));
     }
 
     /// Appends an owned point.
@@ -220,6 +231,11 @@ impl<'a> PointRef<'a> {
     /// The source identity, if the input carried one.
     pub fn source(&self) -> Option<&'a Arc<Source>> {
         self.entry.source.as_ref()
+    }
+
+    /// The time to live in seconds the sender asked for, if any.
+    pub fn ttl(&self) -> Option<u32> {
+        (self.entry.ttl > 0).then_some(self.entry.ttl)
     }
 
     /// An owned copy of the point.

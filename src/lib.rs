@@ -18,8 +18,10 @@ pub mod model;
 pub mod queue;
 pub mod route;
 pub mod telemetry;
+pub mod translate;
 
 pub mod admin;
+pub mod convert;
 pub mod explain;
 pub mod input;
 pub mod output;

@@ -16,8 +16,9 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
+use crate::codec::Protocol;
 use crate::config::Config;
 use crate::health::Health;
 use crate::route::{RouteTarget, Router, Rules};
@@ -99,6 +100,16 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
                 metrics.clone(),
                 inputs_token.clone(),
             ));
+        }
+        if listener.protocol == Protocol::Http {
+            let (name, http) = (listener.name.clone(), listener.clone());
+            let (router, token) = (Arc::clone(&router), inputs_token.clone());
+            inputs.spawn(async move {
+                if let Err(err) = input::http::run_http(http, tcp, router, metrics, token).await {
+                    error!(listener = %name, error = %err, "HTTP listener failed.");
+                }
+            });
+            continue;
         }
         inputs.spawn(input::tcp::run_listener(
             listener.clone(),

@@ -27,6 +27,7 @@ pub fn describe(config: &Config) -> String {
             Target::Udp(address) => format!("udp {address}"),
             Target::File(path) => format!("file {}", path.display()),
             Target::Stdout => "stdout".to_owned(),
+            Target::Http(url) => format!("http {url}"),
         };
         let _ = writeln!(
             out,

@@ -71,6 +71,8 @@ pub struct UpstreamMetrics {
     pub dropped_queue_full: Counter,
     /// Points abandoned at shutdown.
     pub dropped_shutdown: Counter,
+    /// Points the upstream refused for good (HTTP 4xx).
+    pub dropped_rejected: Counter,
     /// Points the output format could not carry, by reason (indexed like [`Unrepresentable::ALL`]).
     pub dropped_unrepresentable: Vec<Counter>,
     /// Points whose send failed and was retried.
@@ -199,6 +201,7 @@ impl TelemetryBuilder {
             points_sent: self.sent.get_or_create(&labels()).clone(),
             dropped_queue_full: dropped("queue_full"),
             dropped_shutdown: dropped("shutdown"),
+            dropped_rejected: dropped("rejected"),
             dropped_unrepresentable: Unrepresentable::ALL
                 .iter()
                 .map(|reason| dropped(reason.as_str()))

@@ -10,4 +10,5 @@ mod carbon;
 mod cli;
 mod clusters;
 mod graphite;
+mod kairos;
 mod routing;

@@ -9,6 +9,8 @@
 pub mod graphite_pickle;
 pub mod graphite_plain;
 pub mod graphite_tags;
+pub mod kairos_json;
+pub mod kairos_telnet;
 pub mod line;
 pub mod number;
 mod pickle_vm;
@@ -376,20 +378,65 @@ pub trait Encoder: Send {
     ) -> usize;
 }
 
+/// Settings some encoders take.
+#[derive(Debug, Clone, Copy)]
+pub struct EncoderOptions {
+    /// KairosDB telnet: write `putm` rather than `put`.
+    pub telnet_putm: bool,
+    /// KairosDB telnet: longest line written.
+    pub max_line_bytes: usize,
+}
+
+impl Default for EncoderOptions {
+    fn default() -> Self {
+        Self {
+            telnet_putm: false,
+            max_line_bytes: 1024,
+        }
+    }
+}
+
 /// Builds the encoder for an output protocol, or `None` when the protocol
 /// has no byte encoding of its own yet.
-pub fn encoder_for(protocol: Protocol) -> Option<Box<dyn Encoder>> {
+pub fn encoder_for(protocol: Protocol, options: &EncoderOptions) -> Option<Box<dyn Encoder>> {
     match protocol {
+        Protocol::KairosdbTelnet => Some(Box::new(kairos_telnet::KairosTelnetEncoder {
+            mode: if options.telnet_putm {
+                kairos_telnet::TelnetMode::Putm
+            } else {
+                kairos_telnet::TelnetMode::Put
+            },
+            max_line: options.max_line_bytes,
+        })),
+        Protocol::KairosdbRest => Some(Box::new(kairos_json::KairosJsonEncoder)),
         Protocol::GraphitePlaintext => Some(Box::new(graphite_plain::GraphitePlainEncoder)),
         Protocol::GraphitePickle => Some(Box::new(graphite_pickle::GraphitePickleEncoder)),
         _ => None,
     }
 }
 
+/// Settings some decoders take.
+#[derive(Debug, Clone, Default)]
+pub struct DecoderOptions {
+    /// Size limits.
+    pub limits: Limits,
+    /// KairosDB telnet: the tag given to points without tags.
+    pub default_tag: Option<(String, String)>,
+}
+
 /// Builds the stream decoder for an input protocol, or `None` when the
 /// protocol is not a byte stream tsrelay can decode yet.
-pub fn decoder_for(protocol: Protocol, limits: &Limits) -> Option<Box<dyn StreamDecoder>> {
+pub fn decoder_for(protocol: Protocol, options: &DecoderOptions) -> Option<Box<dyn StreamDecoder>> {
+    let limits = &options.limits;
     match protocol {
+        Protocol::KairosdbTelnet => {
+            Some(Box::new(kairos_telnet::KairosTelnetDecoder::with_options(
+                limits.max_line_bytes,
+                kairos_telnet::TelnetOptions {
+                    default_tag: options.default_tag.clone(),
+                },
+            )))
+        }
         Protocol::GraphitePlaintext => Some(Box::new(graphite_plain::GraphitePlainDecoder::new(
             limits.max_line_bytes,
         ))),

@@ -16,8 +16,9 @@ use regex::Regex;
 
 use crate::codec::{Limits, Protocol};
 use crate::queue::WhenFull;
+use crate::translate::Translation;
 
-pub use validate::validate;
+pub use validate::{glob_to_regex, validate};
 
 /// Default `batch.max_points`, as carbon's relay (`MAX_DATAPOINTS_PER_MESSAGE`).
 pub const DEFAULT_BATCH_POINTS: usize = 500;
@@ -35,6 +36,14 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default `max_connections` per TCP listener.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// KairosDB's `max_command_size`.
+pub const DEFAULT_TELNET_LINE_BYTES: usize = 1024;
+/// Default largest HTTP request body.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
+/// Default largest decompressed HTTP body.
+pub const DEFAULT_MAX_DECOMPRESSED_BYTES: usize = 64 << 20;
+/// Default time limit of one HTTP request to an upstream.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The validated relay configuration.
 #[derive(Debug, Clone)]
@@ -68,6 +77,12 @@ pub struct ListenerConfig {
     pub limits: Limits,
     /// Most simultaneous TCP connections.
     pub max_connections: usize,
+    /// kairosdb_telnet: the tag given to points without tags.
+    pub default_tag: Option<(String, String)>,
+    /// http: largest request body.
+    pub max_body_bytes: usize,
+    /// http: largest body after decompression.
+    pub max_decompressed_bytes: usize,
 }
 
 /// One output.
@@ -89,6 +104,16 @@ pub struct UpstreamConfig {
     pub retry: RetryConfig,
     /// How long one connection attempt may take.
     pub connect_timeout: Duration,
+    /// How points are reshaped for this target.
+    pub translation: Translation,
+    /// kairosdb_telnet: write `putm` instead of `put`.
+    pub telnet_putm: bool,
+    /// kairosdb_telnet: longest line written.
+    pub max_line_bytes: usize,
+    /// HTTP upstreams: gzip request bodies.
+    pub gzip: bool,
+    /// HTTP upstreams: time limit of one request.
+    pub request_timeout: Duration,
 }
 
 /// Where an upstream sends its bytes.
@@ -102,6 +127,8 @@ pub enum Target {
     File(PathBuf),
     /// Writes to standard output.
     Stdout,
+    /// POSTs to an HTTP URL.
+    Http(String),
 }
 
 /// `batch:` of an upstream.

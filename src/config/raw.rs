@@ -67,6 +67,12 @@ pub struct RawListener {
     pub max_frame_bytes: Option<ByteSize>,
     /// Most simultaneous TCP connections.
     pub max_connections: Option<usize>,
+    /// kairosdb_telnet: tag given to points without tags (`k=v`, or `""` for none).
+    pub default_tag: Option<String>,
+    /// http: largest request body accepted.
+    pub max_body_bytes: Option<ByteSize>,
+    /// http: largest body after gzip decompression.
+    pub max_decompressed_bytes: Option<ByteSize>,
 }
 
 /// One entry of `upstreams:`.
@@ -96,6 +102,48 @@ pub struct RawUpstream {
     pub retry: Option<RawRetry>,
     /// How long one connection attempt may take.
     pub connect_timeout: Option<HumanDuration>,
+    /// Graphite templates lifting path segments into tags (tagged targets).
+    #[serde(default)]
+    pub templates: Vec<String>,
+    /// Static tags added to every point that lacks them.
+    #[serde(default)]
+    pub add_tags: BTreeMap<String, String>,
+    /// Tag given to points that still have none (`k=v`).
+    pub default_tag: Option<String>,
+    /// Graphite targets: keep, drop or flatten tags.
+    pub graphite_tags: Option<RawGraphiteTags>,
+    /// Pattern for `graphite_tags: flatten`, e.g. `servers.{host}.{name}`.
+    pub flatten_template: Option<String>,
+    /// kairosdb_telnet: `put` (default) or `putm`.
+    pub telnet_command: Option<RawTelnetCommand>,
+    /// kairosdb_telnet: longest line written.
+    pub max_line_length: Option<usize>,
+    /// HTTP upstreams: compress bodies (default true).
+    pub gzip: Option<bool>,
+    /// HTTP upstreams: time limit of one request.
+    pub request_timeout: Option<HumanDuration>,
+}
+
+/// `upstreams[].graphite_tags`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawGraphiteTags {
+    /// `name;k=v` in carbon's order.
+    Keep,
+    /// Tags are dropped.
+    Drop,
+    /// Tag values are put into the path.
+    Flatten,
+}
+
+/// `upstreams[].telnet_command`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawTelnetCommand {
+    /// `put` with 13-digit millisecond timestamps.
+    Put,
+    /// `putm`.
+    Putm,
 }
 
 /// `batch:`

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use regex::Regex;
 
+use super::raw;
 use super::raw::{
     OneOrMany, RawCluster, RawClusterKind, RawConfig, RawFnv1aKeys, RawHashKey, RawListener,
     RawRewrite, RawRoute, RawUpstream,
@@ -17,8 +18,9 @@ use super::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_QUEUE_POINTS, DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX,
     DEFAULT_SHUTDOWN_GRACE,
 };
-use crate::codec::{self, Limits, Protocol};
+use crate::codec::{Limits, Protocol};
 use crate::queue::WhenFull;
+use crate::translate::{GraphiteTags, Template, Translation};
 
 /// Checks a raw configuration and resolves it into [`Config`].
 ///
@@ -101,16 +103,75 @@ fn validate_listener(raw: RawListener, path: &str) -> Result<ListenerConfig, Con
     let mut limits = Limits::default();
     if !matches!(
         raw.protocol,
-        Protocol::GraphitePlaintext | Protocol::GraphitePickle
+        Protocol::GraphitePlaintext
+            | Protocol::GraphitePickle
+            | Protocol::KairosdbTelnet
+            | Protocol::Http
     ) {
         return Err(invalid(
             &format!("{path}.protocol"),
             format!(
-                "listener protocol {} is not available yet (graphite_plaintext, graphite_pickle)",
+                "listener protocol {} is not available yet (graphite_plaintext, graphite_pickle, kairosdb_telnet, http)",
                 raw.protocol
             ),
         ));
     }
+    if raw.protocol == Protocol::KairosdbTelnet {
+        limits.max_line_bytes = super::DEFAULT_TELNET_LINE_BYTES;
+    }
+    let only = |present: bool, key: &str, protocol: Protocol| {
+        if present && raw.protocol != protocol {
+            Err(invalid(
+                &format!("{path}.{key}"),
+                format!("only {protocol} listeners take {key}"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    only(
+        raw.default_tag.is_some(),
+        "default_tag",
+        Protocol::KairosdbTelnet,
+    )?;
+    only(
+        raw.max_body_bytes.is_some(),
+        "max_body_bytes",
+        Protocol::Http,
+    )?;
+    only(
+        raw.max_decompressed_bytes.is_some(),
+        "max_decompressed_bytes",
+        Protocol::Http,
+    )?;
+    only(
+        raw.max_frame_bytes.is_some(),
+        "max_frame_bytes",
+        Protocol::GraphitePickle,
+    )?;
+    let default_tag = match raw.default_tag.as_deref() {
+        None => Some(("add".to_owned(), "tag".to_owned())),
+        Some("") => None,
+        Some(tag) => Some(parse_tag(tag, &format!("{path}.default_tag"))?),
+    };
+    let size = |value: Option<raw::ByteSize>, default: usize, key: &str| {
+        value.map_or(Ok(default), |size| {
+            usize::try_from(size.0)
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| invalid(&format!("{path}.{key}"), "must be greater than 0"))
+        })
+    };
+    let max_body_bytes = size(
+        raw.max_body_bytes,
+        super::DEFAULT_MAX_BODY_BYTES,
+        "max_body_bytes",
+    )?;
+    let max_decompressed_bytes = size(
+        raw.max_decompressed_bytes,
+        super::DEFAULT_MAX_DECOMPRESSED_BYTES,
+        "max_decompressed_bytes",
+    )?;
     if raw.udp && raw.protocol != Protocol::GraphitePlaintext {
         return Err(invalid(
             &format!("{path}.udp"),
@@ -145,6 +206,9 @@ fn validate_listener(raw: RawListener, path: &str) -> Result<ListenerConfig, Con
         ));
     }
     Ok(ListenerConfig {
+        default_tag,
+        max_body_bytes,
+        max_decompressed_bytes,
         name: raw.name,
         protocol: raw.protocol,
         listen,
@@ -197,7 +261,24 @@ fn validate_upstream(raw: RawUpstream, path: &str) -> Result<UpstreamConfig, Con
             "initial must be greater than 0 and not above max",
         ));
     }
+    let translation = validate_translation(&raw, path)?;
+    let max_line_bytes = raw
+        .max_line_length
+        .unwrap_or(super::DEFAULT_TELNET_LINE_BYTES);
+    if max_line_bytes == 0 {
+        return Err(invalid(
+            &format!("{path}.max_line_length"),
+            "must be greater than 0",
+        ));
+    }
     Ok(UpstreamConfig {
+        translation,
+        telnet_putm: raw.telnet_command == Some(raw::RawTelnetCommand::Putm),
+        max_line_bytes,
+        gzip: raw.gzip.unwrap_or(true),
+        request_timeout: raw
+            .request_timeout
+            .map_or(super::DEFAULT_REQUEST_TIMEOUT, |d| d.0),
         name: raw.name,
         protocol: raw.protocol,
         format,
@@ -209,6 +290,74 @@ fn validate_upstream(raw: RawUpstream, path: &str) -> Result<UpstreamConfig, Con
     })
 }
 
+fn validate_translation(raw: &RawUpstream, path: &str) -> Result<Translation, ConfigError> {
+    let templates = raw
+        .templates
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            Template::parse(text)
+                .map_err(|err| invalid(&format!("{path}.templates[{i}]"), err.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let default_tag = raw
+        .default_tag
+        .as_deref()
+        .map(|tag| parse_tag(tag, &format!("{path}.default_tag")))
+        .transpose()?;
+    let graphite_tags = match (raw.graphite_tags, &raw.flatten_template) {
+        (None | Some(raw::RawGraphiteTags::Keep), None) => GraphiteTags::Keep,
+        (Some(raw::RawGraphiteTags::Drop), None) => GraphiteTags::Drop,
+        (Some(raw::RawGraphiteTags::Flatten), pattern) => GraphiteTags::Flatten(pattern.clone()),
+        (_, Some(_)) => {
+            return Err(invalid(
+                &format!("{path}.flatten_template"),
+                "goes with graphite_tags: flatten",
+            ))
+        }
+    };
+    let is_graphite = matches!(
+        raw.protocol,
+        Protocol::GraphitePlaintext | Protocol::GraphitePickle | Protocol::File
+    );
+    if graphite_tags != GraphiteTags::Keep && !is_graphite {
+        return Err(invalid(
+            &format!("{path}.graphite_tags"),
+            "only Graphite upstreams take graphite_tags",
+        ));
+    }
+    if raw
+        .add_tags
+        .iter()
+        .any(|(k, v)| k.is_empty() || v.is_empty())
+    {
+        return Err(invalid(
+            &format!("{path}.add_tags"),
+            "tag keys and values must not be empty",
+        ));
+    }
+    Ok(Translation {
+        templates,
+        add_tags: raw
+            .add_tags
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        default_tag,
+        graphite_tags,
+    })
+}
+
+/// `key=value` with both non-empty.
+fn parse_tag(text: &str, path: &str) -> Result<(String, String), ConfigError> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() && !value.is_empty() => {
+            Ok((key.to_owned(), value.to_owned()))
+        }
+        _ => Err(invalid(path, format!("{text:?} is not key=value"))),
+    }
+}
+
 fn validate_target(raw: &RawUpstream, path: &str) -> Result<(Target, Protocol), ConfigError> {
     let forbid = |present: bool, key: &str, why: &str| {
         if present {
@@ -217,15 +366,75 @@ fn validate_target(raw: &RawUpstream, path: &str) -> Result<(Target, Protocol), 
             Ok(())
         }
     };
+    let is_http = raw.protocol == Protocol::KairosdbRest;
     forbid(
-        raw.url.is_some(),
+        raw.url.is_some() && !is_http,
         "url",
-        "HTTP upstreams are not available yet",
+        "only HTTP upstreams (kairosdb_rest) take a url",
+    )?;
+    forbid(
+        raw.gzip.is_some() && !is_http,
+        "gzip",
+        "only HTTP upstreams take gzip",
+    )?;
+    forbid(
+        raw.request_timeout.is_some() && !is_http,
+        "request_timeout",
+        "only HTTP upstreams take request_timeout",
+    )?;
+    let is_telnet = raw.protocol == Protocol::KairosdbTelnet;
+    forbid(
+        raw.telnet_command.is_some() && !is_telnet,
+        "telnet_command",
+        "only kairosdb_telnet upstreams take telnet_command",
+    )?;
+    forbid(
+        raw.max_line_length.is_some() && !is_telnet,
+        "max_line_length",
+        "only kairosdb_telnet upstreams take max_line_length",
     )?;
     match raw.protocol {
+        Protocol::KairosdbRest => {
+            forbid(
+                raw.address.is_some(),
+                "address",
+                "HTTP upstreams take a url",
+            )?;
+            forbid(raw.udp, "udp", "HTTP upstreams take a url")?;
+            let url = raw.url.clone().ok_or_else(|| {
+                invalid(
+                    &format!("{path}.url"),
+                    "is required (http://host:port/api/v1/datapoints)",
+                )
+            })?;
+            if !url.starts_with("http://") {
+                return Err(invalid(
+                    &format!("{path}.url"),
+                    "must be an http:// URL (TLS to upstreams is not built in yet)",
+                ));
+            }
+            Ok((Target::Http(url), raw.protocol))
+        }
+        Protocol::KairosdbTelnet => {
+            forbid(raw.udp, "udp", "kairosdb_telnet is sent over TCP")?;
+            let address = raw
+                .address
+                .clone()
+                .ok_or_else(|| invalid(&format!("{path}.address"), "is required (host:port)"))?;
+            check_host_port(&address, &format!("{path}.address"))?;
+            Ok((Target::Tcp(address), raw.protocol))
+        }
         Protocol::GraphitePlaintext | Protocol::GraphitePickle => {
-            forbid(raw.path.is_some(), "path", "only file upstreams take a path")?;
-            forbid(raw.format.is_some(), "format", "only file upstreams take a format")?;
+            forbid(
+                raw.path.is_some(),
+                "path",
+                "only file upstreams take a path",
+            )?;
+            forbid(
+                raw.format.is_some(),
+                "format",
+                "only file upstreams take a format",
+            )?;
             forbid(
                 raw.udp && raw.protocol == Protocol::GraphitePickle,
                 "udp",
@@ -244,13 +453,20 @@ fn validate_target(raw: &RawUpstream, path: &str) -> Result<(Target, Protocol), 
             Ok((target, raw.protocol))
         }
         Protocol::File => {
-            forbid(raw.address.is_some(), "address", "file upstreams take a path")?;
+            forbid(
+                raw.address.is_some(),
+                "address",
+                "file upstreams take a path",
+            )?;
             forbid(raw.udp, "udp", "file upstreams take a path")?;
             let format = raw.format.unwrap_or(Protocol::GraphitePlaintext);
-            if codec::encoder_for(format).is_none() || format == Protocol::GraphitePickle {
+            if !matches!(
+                format,
+                Protocol::GraphitePlaintext | Protocol::KairosdbTelnet | Protocol::KairosdbRest
+            ) {
                 return Err(invalid(
                     &format!("{path}.format"),
-                    format!("{format} is not a text format (graphite_plaintext)"),
+                    format!("{format} is not a text format (graphite_plaintext, kairosdb_telnet, kairosdb_rest)"),
                 ));
             }
             let target = match raw.path.as_deref() {
@@ -261,7 +477,10 @@ fn validate_target(raw: &RawUpstream, path: &str) -> Result<(Target, Protocol), 
         }
         other => Err(invalid(
             &format!("{path}.protocol"),
-            format!("upstream protocol {other} is not available yet (graphite_plaintext, graphite_pickle, file)"),
+            format!(
+                "upstream protocol {other} is not available yet \
+                 (graphite_plaintext, graphite_pickle, kairosdb_telnet, kairosdb_rest, file)"
+            ),
         )),
     }
 }
@@ -478,7 +697,7 @@ fn validate_cluster(
             })?;
         let (host, port) = match &upstreams[upstream].target {
             Target::Tcp(address) | Target::Udp(address) => split_host_port(address),
-            Target::File(_) | Target::Stdout => None,
+            Target::File(_) | Target::Stdout | Target::Http(_) => None,
         }
         .ok_or_else(|| {
             invalid(
@@ -556,7 +775,7 @@ fn compile(pattern: &str, path: &str) -> Result<Regex, ConfigError> {
 
 /// Translates a Graphite glob into an anchored regex: `*` and `?` stay
 /// within one path segment, `{a,b}` alternates, `[..]` is a class.
-pub(crate) fn glob_to_regex(glob: &str) -> String {
+pub fn glob_to_regex(glob: &str) -> String {
     let mut out = String::from("^");
     let mut in_braces = false;
     let mut chars = glob.chars();

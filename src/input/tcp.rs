@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn, Instrument};
 
 use super::RejectLog;
-use crate::codec::{self, Rejects};
+use crate::codec::{self, DecoderOptions, Rejects};
 use crate::config::ListenerConfig;
 use crate::model::{Batch, Timestamp};
 use crate::route::Router;
@@ -87,8 +87,11 @@ struct Connection {
 
 impl Connection {
     async fn serve(&self, mut socket: TcpStream, token: CancellationToken) {
-        let Some(mut decoder) = codec::decoder_for(self.config.protocol, &self.config.limits)
-        else {
+        let options = DecoderOptions {
+            limits: self.config.limits,
+            default_tag: self.config.default_tag.clone(),
+        };
+        let Some(mut decoder) = codec::decoder_for(self.config.protocol, &options) else {
             return;
         };
         let mut buffer = BytesMut::with_capacity(READ_BYTES);

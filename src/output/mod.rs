@@ -15,15 +15,16 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::codec::{self, Skipped};
+use crate::codec::{self, EncoderOptions, Skipped};
 use crate::config::UpstreamConfig;
 use crate::health::UpstreamHealth;
+use crate::model::Batch;
 use crate::queue::QueueReceiver;
 use crate::telemetry::UpstreamMetrics;
 
 pub use chunk::{Chunk, Chunker};
 pub use retry::Backoff;
-pub use transport::{SendError, Transport};
+pub use transport::{HttpOptions, SendError, Transport};
 
 /// How often a still-failing upstream is logged again.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(30);
@@ -35,11 +36,20 @@ pub async fn run_upstream(
     metrics: UpstreamMetrics,
     health: UpstreamHealth,
 ) {
-    let Some(mut encoder) = codec::encoder_for(config.format) else {
+    let options = EncoderOptions {
+        telnet_putm: config.telnet_putm,
+        max_line_bytes: config.max_line_bytes,
+    };
+    let Some(mut encoder) = codec::encoder_for(config.format, &options) else {
         warn!(upstream = %config.name, format = %config.format, "No encoder for this format; upstream disabled.");
         return;
     };
-    let mut transport = Transport::new(&config.target, config.connect_timeout);
+    let http = HttpOptions {
+        content_type: "application/json",
+        gzip: config.gzip,
+        request_timeout: config.request_timeout,
+    };
+    let mut transport = Transport::with_http(&config.target, config.connect_timeout, http);
     let mut chunker = Chunker::new(config.batch);
     let mut backoff = Backoff::new(config.retry);
     let mut failure_log = FailureLog::default();
@@ -61,7 +71,16 @@ pub async fn run_upstream(
         let Some(chunk) = chunk else { break };
         buffer.clear();
         let mut skipped = Skipped::default();
-        let written = encoder.encode(&mut chunk.points(), &mut buffer, &mut skipped);
+        let written = if config.translation.is_identity() {
+            encoder.encode(&mut chunk.points(), &mut buffer, &mut skipped)
+        } else {
+            let mut translated = Batch::with_capacity(chunk.len(), 0);
+            for point in chunk.points() {
+                config.translation.apply(&point, &mut translated);
+            }
+            let written = encoder.encode(&mut translated.iter(), &mut buffer, &mut skipped);
+            written
+        };
         metrics.count_skipped(&skipped);
         if !buffer.is_empty() {
             let mut link = Link {
@@ -72,7 +91,10 @@ pub async fn run_upstream(
                 backoff: &mut backoff,
                 failure_log: &mut failure_log,
             };
-            link.send_until_delivered(&buffer, written).await;
+            if !link.send_until_delivered(&buffer, written).await {
+                queue.release(chunk.permits);
+                continue;
+            }
         }
         metrics.points_sent.inc_by(written as u64);
         queue.release(chunk.permits);
@@ -92,16 +114,29 @@ struct Link<'a> {
 }
 
 impl Link<'_> {
-    /// Sends until the bytes are written, backing off between attempts.
-    async fn send_until_delivered(&mut self, bytes: &[u8], n_points: usize) {
+    /// Sends until the bytes are delivered, backing off between attempts.
+    /// Returns false when the upstream refused them for good (counted).
+    async fn send_until_delivered(&mut self, bytes: &[u8], n_points: usize) -> bool {
         loop {
             match self.transport.send(bytes).await {
                 Ok(connected) => {
                     self.succeeded(connected);
-                    return;
+                    return true;
+                }
+                Err(err) if !err.is_retryable() => {
+                    // The upstream is up and said no: it stays healthy.
+                    self.succeeded(false);
+                    self.metrics.dropped_rejected.inc_by(n_points as u64);
+                    warn!(upstream = %self.config.name, error = %err, points = n_points, "Upstream rejected a batch; dropping it.");
+                    return false;
                 }
                 Err(err) => {
-                    if matches!(err, SendError::Write { .. }) {
+                    if matches!(
+                        err,
+                        SendError::Write { .. }
+                            | SendError::Unavailable { .. }
+                            | SendError::Request { .. }
+                    ) {
                         self.metrics.points_retried.inc_by(n_points as u64);
                     }
                     let delay = self.failed(&err);

@@ -37,7 +37,47 @@ pub enum SendError {
         #[source]
         source: io::Error,
     },
+    /// An HTTP request failed before an answer (connect, timeout, reset).
+    #[error("request to {url}")]
+    Request {
+        /// The URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The upstream answered with a status that says a retry may help (5xx, 429).
+    #[error("{url} answered {status}: {body}")]
+    Unavailable {
+        /// The URL.
+        url: String,
+        /// The status.
+        status: u16,
+        /// The start of the response body.
+        body: String,
+    },
+    /// The upstream refused the batch (4xx other than 429): sending the same
+    /// bytes again cannot help.
+    #[error("{url} rejected the batch with {status}: {body}")]
+    Rejected {
+        /// The URL.
+        url: String,
+        /// The status.
+        status: u16,
+        /// The start of the response body.
+        body: String,
+    },
 }
+
+impl SendError {
+    /// Whether sending the same bytes again can succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, SendError::Rejected { .. })
+    }
+}
+
+/// How much of an error response body is kept for the log.
+const ERROR_BODY_BYTES: usize = 512;
 
 /// An open (or openable) path to the upstream.
 #[derive(Debug)]
@@ -67,11 +107,27 @@ pub enum Transport {
     },
     /// Writes to standard output.
     Stdout(Stdout),
+    /// POSTs each chunk as one request body.
+    Http {
+        /// The URL.
+        url: String,
+        /// Keep-alive connection pool.
+        client: reqwest::Client,
+        /// The body's media type.
+        content_type: &'static str,
+        /// Gzip bodies.
+        gzip: bool,
+    },
 }
 
 impl Transport {
     /// A transport for the target; nothing is opened until the first send.
     pub fn new(target: &Target, connect_timeout: Duration) -> Self {
+        Self::with_http(target, connect_timeout, HttpOptions::default())
+    }
+
+    /// A transport for the target with HTTP settings for HTTP targets.
+    pub fn with_http(target: &Target, connect_timeout: Duration, http: HttpOptions) -> Self {
         match target {
             Target::Tcp(address) => Transport::Tcp {
                 address: address.clone(),
@@ -87,6 +143,17 @@ impl Transport {
                 file: None,
             },
             Target::Stdout => Transport::Stdout(tokio::io::stdout()),
+            Target::Http(url) => Transport::Http {
+                url: url.clone(),
+                client: reqwest::Client::builder()
+                    .connect_timeout(connect_timeout)
+                    .timeout(http.request_timeout)
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .build()
+                    .unwrap_or_else(|_| reqwest::Client::new()),
+                content_type: http.content_type,
+                gzip: http.gzip,
+            },
         }
     }
 
@@ -96,7 +163,7 @@ impl Transport {
             Transport::Tcp { stream, .. } => stream.is_some(),
             Transport::Udp { socket, .. } => socket.is_some(),
             Transport::File { file, .. } => file.is_some(),
-            Transport::Stdout(_) => true,
+            Transport::Stdout(_) | Transport::Http { .. } => true,
         }
     }
 
@@ -156,6 +223,17 @@ impl Transport {
                 })?;
                 Ok(opened)
             }
+            Transport::Http {
+                url,
+                client,
+                content_type,
+                gzip,
+            } => {
+                if bytes.is_empty() {
+                    return Ok(false);
+                }
+                send_http(url, client, content_type, *gzip, bytes).await
+            }
             Transport::Stdout(stdout) => {
                 let write = async {
                     stdout.write_all(bytes).await?;
@@ -169,6 +247,73 @@ impl Transport {
             }
         }
     }
+}
+
+/// Settings of HTTP transports.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpOptions {
+    /// Media type of the bodies.
+    pub content_type: &'static str,
+    /// Gzip bodies.
+    pub gzip: bool,
+    /// Time limit of one request.
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            content_type: "application/json",
+            gzip: true,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+async fn send_http(
+    url: &str,
+    client: &reqwest::Client,
+    content_type: &'static str,
+    gzip: bool,
+    bytes: &[u8],
+) -> Result<bool, SendError> {
+    let mut request = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, content_type);
+    let body = if gzip {
+        request = request.header(reqwest::header::CONTENT_ENCODING, "gzip");
+        gzip_bytes(bytes)
+    } else {
+        bytes.to_vec()
+    };
+    let request_error = |source| SendError::Request {
+        url: url.to_owned(),
+        source,
+    };
+    let response = request.body(body).send().await.map_err(request_error)?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(false);
+    }
+    let body = response.text().await.unwrap_or_default();
+    let body: String = body.chars().take(ERROR_BODY_BYTES).collect();
+    let (url, status) = (url.to_owned(), status.as_u16());
+    if status == 429 || !(400..500).contains(&status) {
+        Err(SendError::Unavailable { url, status, body })
+    } else {
+        Err(SendError::Rejected { url, status, body })
+    }
+}
+
+fn gzip_bytes(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4),
+        flate2::Compression::fast(),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(bytes);
+    encoder.finish().unwrap_or_default()
 }
 
 async fn send_tcp(

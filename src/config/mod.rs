@@ -42,6 +42,8 @@ pub const DEFAULT_TELNET_LINE_BYTES: usize = 1024;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
 /// Default largest decompressed HTTP body.
 pub const DEFAULT_MAX_DECOMPRESSED_BYTES: usize = 64 << 20;
+/// Default HTTP requests in flight per upstream.
+pub const DEFAULT_HTTP_CONCURRENCY: usize = 4;
 /// Default time limit of one HTTP request to an upstream.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -114,6 +116,8 @@ pub struct UpstreamConfig {
     pub gzip: bool,
     /// HTTP upstreams: time limit of one request.
     pub request_timeout: Duration,
+    /// HTTP upstreams: requests in flight at once.
+    pub concurrency: usize,
 }
 
 /// Where an upstream sends its bytes.

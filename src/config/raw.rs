@@ -122,6 +122,8 @@ pub struct RawUpstream {
     pub gzip: Option<bool>,
     /// HTTP upstreams: time limit of one request.
     pub request_timeout: Option<HumanDuration>,
+    /// HTTP upstreams: requests in flight at once.
+    pub concurrency: Option<usize>,
 }
 
 /// `upstreams[].graphite_tags`.

@@ -262,6 +262,13 @@ fn validate_upstream(raw: RawUpstream, path: &str) -> Result<UpstreamConfig, Con
         ));
     }
     let translation = validate_translation(&raw, path)?;
+    let concurrency = raw.concurrency.unwrap_or(super::DEFAULT_HTTP_CONCURRENCY);
+    if !(1..=256).contains(&concurrency) {
+        return Err(invalid(
+            &format!("{path}.concurrency"),
+            "must be between 1 and 256",
+        ));
+    }
     let max_line_bytes = raw
         .max_line_length
         .unwrap_or(super::DEFAULT_TELNET_LINE_BYTES);
@@ -279,6 +286,7 @@ fn validate_upstream(raw: RawUpstream, path: &str) -> Result<UpstreamConfig, Con
         request_timeout: raw
             .request_timeout
             .map_or(super::DEFAULT_REQUEST_TIMEOUT, |d| d.0),
+        concurrency,
         name: raw.name,
         protocol: raw.protocol,
         format,
@@ -376,6 +384,11 @@ fn validate_target(raw: &RawUpstream, path: &str) -> Result<(Target, Protocol), 
         raw.gzip.is_some() && !is_http,
         "gzip",
         "only HTTP upstreams take gzip",
+    )?;
+    forbid(
+        raw.concurrency.is_some() && !is_http,
+        "concurrency",
+        "only HTTP upstreams take concurrency",
     )?;
     forbid(
         raw.request_timeout.is_some() && !is_http,

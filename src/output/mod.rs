@@ -16,7 +16,11 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::codec::{self, EncoderOptions, Skipped};
-use crate::config::UpstreamConfig;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+
+use crate::config::{Target, UpstreamConfig};
 use crate::health::UpstreamHealth;
 use crate::model::Batch;
 use crate::queue::QueueReceiver;
@@ -54,17 +58,32 @@ pub async fn run_upstream(
     let mut backoff = Backoff::new(config.retry);
     let mut failure_log = FailureLog::default();
     let mut buffer = Vec::with_capacity(64 * 1024);
+    // HTTP upstreams may keep several requests in flight; TCP streams are
+    // one ordered connection.
+    let concurrency = match config.target {
+        Target::Http(_) => config.concurrency.max(1),
+        _ => 1,
+    };
+    let shared_config = Arc::new(config.clone());
+    let mut in_flight: JoinSet<(bool, usize, u32)> = JoinSet::new();
     loop {
         // A failed upstream gets no new points from failover and any_of
-        // clusters, so it must find out by itself that it is back.
-        let chunk = if health.get() {
-            chunker.next(&mut queue).await
-        } else {
+        // clusters, so it must find out by itself that it is back; and
+        // finished requests are accounted for while waiting for points.
+        let chunk = loop {
+            // Only a failed upstream's backoff advances here.
+            let probe_delay = if health.get() {
+                Duration::from_secs(3600)
+            } else {
+                backoff.next_delay()
+            };
             tokio::select! {
-                chunk = chunker.next(&mut queue) => chunk,
-                _ = tokio::time::sleep(backoff.next_delay()) => {
+                chunk = chunker.next(&mut queue) => break chunk,
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    finish_request(done, &queue, &metrics);
+                }
+                _ = tokio::time::sleep(probe_delay), if !health.get() => {
                     probe(&config, &mut transport, &metrics, &health, &mut backoff, &mut failure_log).await;
-                    continue;
                 }
             }
         };
@@ -82,6 +101,27 @@ pub async fn run_upstream(
             written
         };
         metrics.count_skipped(&skipped);
+        if !buffer.is_empty() && concurrency > 1 {
+            while in_flight.len() >= concurrency {
+                if let Some(done) = in_flight.join_next().await {
+                    finish_request(done, &queue, &metrics);
+                }
+            }
+            let bytes = std::mem::replace(&mut buffer, Vec::with_capacity(64 * 1024));
+            let request = Request {
+                config: Arc::clone(&shared_config),
+                transport: transport.clone_http(),
+                metrics: metrics.clone(),
+                health: health.clone(),
+            };
+            let permits = chunk.permits;
+            in_flight
+                .spawn(async move { (request.deliver(&bytes, written).await, written, permits) });
+            while let Some(done) = in_flight.try_join_next() {
+                finish_request(done, &queue, &metrics);
+            }
+            continue;
+        }
         if !buffer.is_empty() {
             let mut link = Link {
                 config: &config,
@@ -100,7 +140,56 @@ pub async fn run_upstream(
         queue.release(chunk.permits);
         metrics.queue_depth.set(queue.depth() as i64);
     }
+    while let Some(done) = in_flight.join_next().await {
+        finish_request(done, &queue, &metrics);
+    }
     info!(upstream = %config.name, "Upstream drained and stopped.");
+}
+
+/// One HTTP request in flight, with its own connection handle and backoff.
+struct Request {
+    config: Arc<UpstreamConfig>,
+    transport: Option<Transport>,
+    metrics: UpstreamMetrics,
+    health: UpstreamHealth,
+}
+
+impl Request {
+    /// Sends until delivered or refused; returns whether it was delivered.
+    async fn deliver(self, bytes: &[u8], n_points: usize) -> bool {
+        let Some(mut transport) = self.transport else {
+            return false;
+        };
+        let mut backoff = Backoff::new(self.config.retry);
+        let mut failure_log = FailureLog::default();
+        let mut link = Link {
+            config: &self.config,
+            transport: &mut transport,
+            metrics: &self.metrics,
+            health: &self.health,
+            backoff: &mut backoff,
+            failure_log: &mut failure_log,
+        };
+        link.send_until_delivered(bytes, n_points).await
+    }
+}
+
+/// Accounts for a finished request: sent points and returned permits.
+fn finish_request(
+    done: Result<(bool, usize, u32), tokio::task::JoinError>,
+    queue: &QueueReceiver,
+    metrics: &UpstreamMetrics,
+) {
+    match done {
+        Ok((delivered, written, permits)) => {
+            if delivered {
+                metrics.points_sent.inc_by(written as u64);
+            }
+            queue.release(permits);
+            metrics.queue_depth.set(queue.depth() as i64);
+        }
+        Err(err) => warn!(error = %err, "An upstream request task ended abnormally."),
+    }
 }
 
 /// Everything a send needs about the upstream's connection.

@@ -157,6 +157,25 @@ impl Transport {
         }
     }
 
+    /// Another handle on the same HTTP client (sharing its connection
+    /// pool), for a concurrent request; `None` for other transports.
+    pub fn clone_http(&self) -> Option<Transport> {
+        match self {
+            Transport::Http {
+                url,
+                client,
+                content_type,
+                gzip,
+            } => Some(Transport::Http {
+                url: url.clone(),
+                client: client.clone(),
+                content_type,
+                gzip: *gzip,
+            }),
+            _ => None,
+        }
+    }
+
     /// True while a connection (or file) is open.
     pub fn is_open(&self) -> bool {
         match self {

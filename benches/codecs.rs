@@ -4,6 +4,8 @@
 use criterion::{criterion_main, BatchSize, Criterion, Throughput};
 use tsrelay::codec::graphite_pickle::{GraphitePickleDecoder, GraphitePickleEncoder};
 use tsrelay::codec::graphite_plain::{GraphitePlainDecoder, GraphitePlainEncoder};
+use tsrelay::codec::kairos_json::{self, KairosJsonEncoder};
+use tsrelay::codec::kairos_telnet::{KairosTelnetDecoder, KairosTelnetEncoder};
 use tsrelay::codec::{Encoder, Rejects, Skipped, StreamDecoder};
 use tsrelay::model::{Batch, Timestamp};
 
@@ -77,6 +79,69 @@ fn codecs(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             GraphitePlainEncoder.encode(&mut batch.iter(), &mut out, &mut Skipped::default())
+        })
+    });
+    group.finish();
+
+    // KairosDB targets need tags: give every point one, as templates would.
+    let mut tagged = Batch::with_capacity(N_POINTS, plaintext.len());
+    for point in batch.iter() {
+        tagged.push(
+            point.name(),
+            point.tags().chain([("host", "web01")]),
+            point.timestamp(),
+            point.value().clone(),
+            None,
+        );
+    }
+    let mut telnet = Vec::new();
+    KairosTelnetEncoder::default().encode(&mut tagged.iter(), &mut telnet, &mut Skipped::default());
+    let mut rest = Vec::new();
+    KairosJsonEncoder.encode(&mut tagged.iter(), &mut rest, &mut Skipped::default());
+
+    let mut group = c.benchmark_group("kairosdb_telnet");
+    group.throughput(Throughput::Elements(N_POINTS as u64));
+    group.bench_function("decode", |b| {
+        b.iter_batched(
+            || {
+                (
+                    Batch::with_capacity(N_POINTS, telnet.len()),
+                    Rejects::default(),
+                )
+            },
+            |(mut out, mut rejects)| {
+                KairosTelnetDecoder::new(1024).decode(&telnet, NOW, &mut out, &mut rejects)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("encode", |b| {
+        let mut out = Vec::with_capacity(telnet.len() * 2);
+        b.iter(|| {
+            out.clear();
+            KairosTelnetEncoder::default().encode(
+                &mut tagged.iter(),
+                &mut out,
+                &mut Skipped::default(),
+            )
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("kairosdb_rest");
+    group.throughput(Throughput::Elements(N_POINTS as u64));
+    group.bench_function("decode", |b| {
+        b.iter_batched(
+            || Batch::with_capacity(N_POINTS, rest.len()),
+            |mut out| kairos_json::parse_body(&rest, &mut out).n_points,
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("encode", |b| {
+        let mut out = Vec::with_capacity(rest.len() * 2);
+        b.iter(|| {
+            out.clear();
+            KairosJsonEncoder.encode(&mut tagged.iter(), &mut out, &mut Skipped::default())
         })
     });
     group.finish();

@@ -2,19 +2,12 @@
 //! carbon-cache over plaintext and pickle (values read back from whisper),
 //! and a real carbon-relay feeds tsrelay's pickle listener.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::util::carbon::Carbon;
-use crate::util::{free_port, require_peer, send_tcp, wait_until, Relay, Sink};
+use crate::util::{free_port, now_secs, require_peer, send_tcp, wait_until, Relay, Sink};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64
-}
 
 #[test]
 fn tsrelay_feeds_carbon_cache_over_plaintext_and_pickle() {

@@ -5,21 +5,15 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::util::carbon::Carbon;
 use crate::util::{
-    free_port, http_get, python, require_peer, send_tcp, system_python, wait_until, Relay, Sink,
+    free_port, http_get, now_secs, python, require_peer, send_tcp, system_python, wait_until,
+    Relay, Sink,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64
-}
 
 #[test]
 fn telnet_put_lines_reach_carbon_cache() {

@@ -4,6 +4,7 @@
 #
 #   bash bench/e2e.sh                 # 5,000,000 points over 4 connections
 #   POINTS=1000000 CONNECTIONS=2 bash bench/e2e.sh
+#   SCENARIOS=c KAIROS_BATCH=5000 KAIROS_CONCURRENCY=4 bash bench/e2e.sh
 #
 # Every process it starts listens on or connects to 127.0.0.1 only, and is
 # killed on exit. Each run is bounded by SCENARIO_TIMEOUT seconds.
@@ -18,9 +19,17 @@ CCR_QUEUE=${CCR_QUEUE:-$((POINTS + POINTS / 10 + 25000))} # carbon-c-relay -q: t
 RUNS=${RUNS:-1}                           # repetitions; ratios then use medians
 BUSY_WARN=${BUSY_WARN:-10}                # note a run if the machine was busier (%) just before
 KEEP_LOGS=${KEEP_LOGS:-0}
+SCENARIOS=${SCENARIOS:-abc}               # which scenarios run: any of a, b, c
+KAIROS_BATCH=${KAIROS_BATCH:-500 5000}    # c: batch max_points, one run per value...
+KAIROS_CONCURRENCY=${KAIROS_CONCURRENCY:-1 4} # ...and per requests in flight ("default": key left out)
 for var in POINTS CONNECTIONS RUNS SCENARIO_TIMEOUT IDLE_TIMEOUT CCR_WORKERS CCR_QUEUE BUSY_WARN; do
     [[ ${!var} =~ ^[0-9]+$ ]] || { echo "e2e: $var must be a whole number, not '${!var}'" >&2; exit 2; }
 done
+[[ $KAIROS_BATCH =~ ^\ *[1-9][0-9]*(\ +[1-9][0-9]*)*\ *$ ]] ||
+    { echo "e2e: KAIROS_BATCH must be positive whole numbers separated by spaces, not '$KAIROS_BATCH'" >&2; exit 2; }
+[[ $KAIROS_CONCURRENCY =~ ^\ *([1-9][0-9]*|default)(\ +([1-9][0-9]*|default))*\ *$ ]] ||
+    { echo "e2e: KAIROS_CONCURRENCY must be positive whole numbers or 'default', separated by spaces, not '$KAIROS_CONCURRENCY'" >&2; exit 2; }
+[[ $SCENARIOS =~ ^[abc,\ ]+$ ]] || { echo "e2e: SCENARIOS takes the letters a, b and c, not '$SCENARIOS'" >&2; exit 2; }
 ((POINTS > 0 && CONNECTIONS > 0 && RUNS > 0)) || { echo "e2e: POINTS, CONNECTIONS and RUNS must be positive" >&2; exit 2; }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -160,7 +169,9 @@ field() { grep -o "\b$1=[^ ]*" "$2" | head -n1 | cut -d= -f2; }
 # --- setup -----------------------------------------------------------------------
 
 HAVE_CCR=1
-if ! command -v carbon-c-relay >/dev/null; then
+if [[ $SCENARIOS != *a* ]]; then
+    HAVE_CCR=0 # only scenario a runs carbon-c-relay
+elif ! command -v carbon-c-relay >/dev/null; then
     log "carbon-c-relay not found; installing the Debian package"
     if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq carbon-c-relay; } >"$WORK/apt.log" 2>&1; then
         log "WARNING: could not install carbon-c-relay (see $WORK/apt.log); its runs are skipped"
@@ -178,11 +189,19 @@ done
 # --- one run ----------------------------------------------------------------------
 
 RESULTS=() # "scenario|relay|run|sent|delivered|lost|pps|wall|cpu|cpu_per_m|rss_mib|note"
+SINK_CPU=() # "scenario|relay|run|delivered|sink_cpu_s"
 
-# run_one SCENARIO RELAY OUT_FORMAT RUN
+# run_one SCENARIO RELAY OUT_FORMAT RUN [BATCH [CONCURRENCY]]
+# OUT_FORMAT is the sink's --format: plaintext, pickle or kairosdb_rest.
+# BATCH (default 500) is tsrelay's batch max_points; CONCURRENCY (HTTP only)
+# its requests in flight. A non-default BATCH or any CONCURRENCY is shown
+# in the relay column, e.g. "tsrelay b5000 c4".
 run_one() {
-    local scenario=$1 relay=$2 out_format=$3 run=$4
-    local tag=${scenario}-${relay}-${run}
+    local scenario=$1 relay=$2 out_format=$3 run=$4 batch=${5:-500} concurrency=${6:-}
+    local label=$relay
+    if [[ $batch != 500 || -n $concurrency ]]; then label+=" b$batch"; fi
+    if [[ -n $concurrency ]]; then label+=" c$concurrency"; fi
+    local tag=${scenario}-${label// /-}-${run}
     local in_port sink_port admin_port relay_pid sink_pid gen_pid busy
     busy=$(machine_busy_pct)
     # The sink gives up by itself after SCENARIO_TIMEOUT (and still reports);
@@ -203,19 +222,41 @@ run_one() {
 
     case $relay in
     tsrelay)
+        local target
+        case $out_format in
+        plaintext | pickle)
+            target="protocol: graphite_$out_format
+    address: 127.0.0.1:$sink_port"
+            ;;
+        kairosdb_rest)
+            # KairosDB REST needs a tag on every point: the template lifts
+            # the host out of servers.HOST.*, the default tag covers the
+            # rest (without it they would be dropped as missing_tags).
+            target="protocol: kairosdb_rest
+    url: http://127.0.0.1:$sink_port/api/v1/datapoints${concurrency:+
+    concurrency: $concurrency}
+    templates: [\"servers.host.measurement*\"]
+    default_tag: source=graphite"
+            ;;
+        *) die "tsrelay has no upstream for sink format $out_format" ;;
+        esac
         cat >"$WORK/$tag.yaml" <<EOF
 listeners:
   - {name: plain, protocol: graphite_plaintext, listen: 127.0.0.1:$in_port}
 upstreams:
   - name: sink
-    protocol: graphite_$out_format
-    address: 127.0.0.1:$sink_port
-    batch: {max_points: 500, max_delay: 50ms}
+    $target
+    batch: {max_points: $batch, max_delay: 50ms}
     queue: {max_points: 1000000, when_full: block}
 routes:
   - {match: {prefix: ""}, to: [sink]}
 admin: {listen: 127.0.0.1:$admin_port}
 EOF
+        # A key this build does not know (concurrency, say) fails here, clearly.
+        if ! "$REL/tsrelay" check -c "$WORK/$tag.yaml" >"$WORK/$tag.check.log" 2>&1; then
+            cat "$WORK/$tag.check.log" >&2
+            die "[$tag] tsrelay rejects the generated configuration $WORK/$tag.yaml"
+        fi
         RUST_LOG=${RUST_LOG:-warn} "$REL/tsrelay" -c "$WORK/$tag.yaml" \
             >"$WORK/$tag.relay.log" 2>&1 &
         relay_pid=$!
@@ -315,7 +356,7 @@ EOF
         note="${note:+$note; }$drops_at_stop still queued in the relay when stopped"
     fi
 
-    RESULTS+=("$(awk -v s="$scenario" -v r="$relay" -v run="$run" -v sent="$sent" -v got="$delivered" \
+    RESULTS+=("$(awk -v s="$scenario" -v r="$label" -v run="$run" -v sent="$sent" -v got="$delivered" \
         -v t0="${start_ns:-0}" -v t1="${last_ns:-0}" -v c0="$cpu0" -v c1="$cpu1" \
         -v tck="$CLK_TCK" -v rss="$rss_kib" -v note="$note" 'BEGIN {
             wall = (t1 > t0 && t0 > 0) ? (t1 - t0) / 1e9 : 0
@@ -326,15 +367,19 @@ EOF
         }')")
     log "[$tag] $(cat "$WORK/$tag.loadgen.out" 2>/dev/null || echo 'loadgen printed nothing')"
     log "[$tag] $(cat "$WORK/$tag.sink.out" 2>/dev/null || echo 'sink printed nothing')"
-    local sink_ticks
+    local sink_ticks sink_cpu
     sink_ticks=$(field cpu_ticks "$WORK/$tag.sink.out")
-    log "[$tag] CPU seconds: relay $(awk -v t=$((cpu1 - cpu0)) -v h="$CLK_TCK" 'BEGIN { printf "%.2f", t / h }'), sink $(awk -v t="${sink_ticks:-0}" -v h="$CLK_TCK" 'BEGIN { printf "%.2f", t / h }')"
+    sink_cpu=$(awk -v t="${sink_ticks:-0}" -v h="$CLK_TCK" 'BEGIN { printf "%.2f", t / h }')
+    SINK_CPU+=("$scenario|$label|$run|$delivered|$sink_cpu")
+    log "[$tag] CPU seconds: relay $(awk -v t=$((cpu1 - cpu0)) -v h="$CLK_TCK" 'BEGIN { printf "%.2f", t / h }'), sink $sink_cpu"
     if [[ -s $WORK/$tag.metrics ]]; then
         log "[$tag] tsrelay's own counters: $(awk '
             /^tsrelay_upstream_points_sent_total/ { sent += $NF }
             /^tsrelay_upstream_points_dropped_total/ { dropped += $NF }
+            /^tsrelay_upstream_points_retried_total/ { retried += $NF }
+            /^tsrelay_upstream_send_errors_total/ { errors += $NF }
             /^tsrelay_points_unrouted_total/ { unrouted += $NF }
-            END { printf "upstream sent=%d dropped=%d unrouted=%d", sent, dropped, unrouted }
+            END { printf "upstream sent=%d dropped=%d retried=%d send_errors=%d unrouted=%d", sent, dropped, retried, errors, unrouted }
         ' "$WORK/$tag.metrics")"
     fi
 }
@@ -343,23 +388,35 @@ EOF
 
 log "points=$POINTS connections=$CONNECTIONS runs=$RUNS cores=$(nproc) timeout=${SCENARIO_TIMEOUT}s"
 for ((run = 1; run <= RUNS; run++)); do
-    run_one "a:plain->plain" tsrelay plaintext "$run"
-    if [[ $HAVE_CCR == 1 ]]; then
-        run_one "a:plain->plain" carbon-c-relay plaintext "$run"
+    if [[ $SCENARIOS == *a* ]]; then
+        run_one "a:plain->plain" tsrelay plaintext "$run"
+        if [[ $HAVE_CCR == 1 ]]; then
+            run_one "a:plain->plain" carbon-c-relay plaintext "$run"
+        fi
     fi
-    run_one "b:plain->pickle" tsrelay pickle "$run"
+    if [[ $SCENARIOS == *b* ]]; then
+        run_one "b:plain->pickle" tsrelay pickle "$run"
+    fi
+    if [[ $SCENARIOS == *c* ]]; then
+        for batch in $KAIROS_BATCH; do
+            for concurrency in $KAIROS_CONCURRENCY; do
+                [[ $concurrency == default ]] && concurrency=""
+                run_one "c:plain->kairos_rest" tsrelay kairosdb_rest "$run" "$batch" "$concurrency"
+            done
+        done
+    fi
 done
 
 # --- report ---------------------------------------------------------------------------
 
 echo
 echo "End-to-end relay benchmark: $POINTS points over $CONNECTIONS connections, 127.0.0.1, $(nproc) cores"
-echo "tsrelay $("$REL/tsrelay" --version 2>/dev/null | awk '{print $2}') (tokio multi-thread runtime, batch 500 / 50ms, queue 1,000,000 block)"
+echo "tsrelay $("$REL/tsrelay" --version 2>/dev/null | awk '{print $2}') (tokio multi-thread runtime, batch 500 / 50ms unless the relay column says bN, queue 1,000,000 block)"
 if [[ $HAVE_CCR == 1 ]]; then
     echo "carbon-c-relay $(carbon-c-relay -v 2>/dev/null | head -n1 | awk '{print $2}') (-w $CCR_WORKERS -q $CCR_QUEUE -b 2500 (default) -s, forward cluster)"
 fi
 echo
-printf '%s\n' "${RESULTS[@]}" | awk -F'|' -v runs="$RUNS" -v have_ccr="$HAVE_CCR" '
+printf '%s\n' "${RESULTS[@]}" | awk -F'|' -v runs="$RUNS" -v have_ccr="$HAVE_CCR" -v scenarios="$SCENARIOS" '
     function median(list,    n, v, i, j, x) {
         n = split(list, v, " ")
         for (i = 2; i <= n; i++) {
@@ -370,7 +427,7 @@ printf '%s\n' "${RESULTS[@]}" | awk -F'|' -v runs="$RUNS" -v have_ccr="$HAVE_CCR
         return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
     }
     BEGIN {
-        fmt = "%-16s %-15s %4s %10s %10s %8s %11s %8s %8s %10s %9s  %s\n"
+        fmt = "%-20s %-16s %4s %10s %10s %8s %11s %8s %8s %10s %9s  %s\n"
         printf fmt, "scenario", "relay", "run", "sent", "delivered", "lost", "points/s", "wall_s", "cpu_s", "cpu_s/Mpt", "rss_MiB", "note"
     }
     {
@@ -386,10 +443,12 @@ printf '%s\n' "${RESULTS[@]}" | awk -F'|' -v runs="$RUNS" -v have_ccr="$HAVE_CCR
             printf "medians over %d runs:\n", runs
             for (i = 1; i <= nkeys; i++) {
                 split(order[i], k, "|")
-                printf "  %-16s %-15s points/s %11.0f   cpu_s/Mpt %.3f\n", k[1], k[2], median(pps[order[i]]), median(cpm[order[i]])
+                printf "  %-20s %-16s points/s %11.0f   cpu_s/Mpt %.3f\n", k[1], k[2], median(pps[order[i]]), median(cpm[order[i]])
             }
         }
-        print "b:plain->pickle: carbon-c-relay has no pickle output (it writes linemode only), so it is not run."
+        if (scenarios ~ /b/) print "b:plain->pickle: carbon-c-relay has no pickle output (it writes linemode only), so it is not run."
+        if (scenarios ~ /c/) print "c:plain->kairos_rest: carbon-c-relay cannot write KairosDB REST (nor any HTTP), so it is not run; bN = batch max_points, cN = requests in flight."
+        if (scenarios !~ /a/) exit
         ts = "a:plain->plain|tsrelay"; cc = "a:plain->plain|carbon-c-relay"
         print ""
         if (have_ccr != 1 || !(cc in pps)) { print "carbon-c-relay unavailable: no ratios."; exit }
@@ -402,3 +461,8 @@ printf '%s\n' "${RESULTS[@]}" | awk -F'|' -v runs="$RUNS" -v have_ccr="$HAVE_CCR
         if (c > 0) printf "  CPU s per Mpt ratio:  %.2f  (<1: tsrelay cheaper)\n", t / c
         else print "  CPU s per Mpt ratio:  n/a"
     }'
+echo
+echo "sink CPU (user + system; it shares the cores with the relay and the loadgen):"
+printf '%s\n' "${SINK_CPU[@]}" | awk -F'|' '{
+    printf "  %-20s %-16s run %d: %6.2f s  (%.3f s/Mpt)\n", $1, $2, $3, $5, ($4 > 0 ? $5 / ($4 / 1e6) : 0)
+}'

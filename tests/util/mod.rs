@@ -14,20 +14,38 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// A port free on 127.0.0.1 for both TCP and UDP right now, and never
-/// handed out before in this test run (tests run in parallel, and the OS
-/// may offer a just-released port again).
+/// A port free on 127.0.0.1 for both TCP and UDP right now, never handed
+/// out before in this test run, and below the kernel's ephemeral range.
+///
+/// Outside the ephemeral range no outgoing connection can take the port
+/// between this call and the server's bind, and a connect to a server that
+/// is still starting cannot "succeed" by connecting to itself (Linux lets a
+/// socket whose ephemeral source port equals the destination port connect
+/// to itself), which made readiness checks pass against nothing.
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-        let port = tcp.local_addr().expect("local addr").port();
-        let mut given = GIVEN.lock().expect("lock");
-        if !given.contains(&port) && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    let (low, high) = (20_000u16, ephemeral_low().saturating_sub(1).max(20_001));
+    let start = low + (std::process::id() as u16 % (high - low));
+    let mut given = GIVEN.lock().expect("lock");
+    for offset in 0..(high - low) {
+        let port = low + (start - low + offset) % (high - low);
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             given.push(port);
             return port;
         }
     }
+    panic!("no free port below the ephemeral range");
+}
+
+/// The first port of the kernel's ephemeral range.
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// Seconds since the epoch, now.

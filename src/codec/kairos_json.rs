@@ -521,9 +521,26 @@ impl<'de> Visitor<'de> for EntriesVisitor {
 
 // === checking and appending ===
 
+/// The `metric[i](name=…)` prefix of error messages, formatted only when
+/// an error is reported.
+#[derive(Debug, Clone, Copy)]
+struct Ctx<'a> {
+    index: usize,
+    name: Option<&'a str>,
+}
+
+impl std::fmt::Display for Ctx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.name {
+            Some(name) => write!(f, "metric[{}](name={name})", self.index),
+            None => write!(f, "metric[{}]", self.index),
+        }
+    }
+}
+
 /// Validates like `validateAndAddDataPoints`, then appends the points.
 fn append_metric(metric: &Metric<'_>, index: usize, out: &mut Batch, errors: &mut Vec<String>) {
-    let mut ctx = format!("metric[{index}]");
+    let mut ctx = Ctx { index, name: None };
     let value = metric.value.map(classify);
     let n_errors = errors.len();
     if metric.validate {
@@ -556,7 +573,7 @@ fn append_metric(metric: &Metric<'_>, index: usize, out: &mut Batch, errors: &mu
     if let (Some(timestamp), Some(value)) = (metric.timestamp, &value) {
         match data_point(metric.kind.as_deref(), value) {
             Ok(value) => push(timestamp, value),
-            Err(problem) => errors.push(problem.message(&ctx, "")),
+            Err(problem) => errors.push(problem.message(&ctx, &"")),
         }
     }
     // KairosDB only advances the datapoint index after a stored point.
@@ -567,23 +584,25 @@ fn append_metric(metric: &Metric<'_>, index: usize, out: &mut Batch, errors: &mu
                 push(timestamp, value);
                 position += 1;
             }
-            Err(problem) => errors.push(problem.message(&ctx, &format!(".datapoints[{position}]"))),
+            Err(problem) => {
+                errors.push(problem.message(&ctx, &format_args!(".datapoints[{position}]")))
+            }
         }
     }
 }
 
 /// KairosDB's checks of name, value/timestamp pairing and tags. Once the
 /// name is valid it becomes part of `ctx`, as in KairosDB's messages.
-fn validate(
-    metric: &Metric<'_>,
+fn validate<'m>(
+    metric: &'m Metric<'_>,
     value: Option<&Element<'_>>,
-    ctx: &mut String,
+    ctx: &mut Ctx<'m>,
     errors: &mut Vec<String>,
 ) {
     match metric.name.as_deref() {
         None => errors.push(format!("{ctx}.name may not be null.")),
         Some("") => errors.push(format!("{ctx}.name may not be empty.")),
-        Some(name) => *ctx = format!("{ctx}(name={name})"),
+        Some(name) => ctx.name = Some(name),
     }
     if metric.timestamp.is_some() {
         let string_type = metric.kind.as_deref() == Some("string");
@@ -614,7 +633,7 @@ fn validate(
 }
 
 /// With `skip_validate`, only what a point cannot be stored without.
-fn check_storable(metric: &Metric<'_>, ctx: &str, errors: &mut Vec<String>) {
+fn check_storable(metric: &Metric<'_>, ctx: &Ctx<'_>, errors: &mut Vec<String>) {
     if metric.name.is_none() {
         errors.push(format!("{ctx}.name may not be null."));
     }
@@ -638,7 +657,7 @@ enum Problem {
 }
 
 impl Problem {
-    fn message(self, ctx: &str, at: &str) -> String {
+    fn message(self, ctx: &Ctx<'_>, at: &dyn std::fmt::Display) -> String {
         match self {
             Problem::Field(field, complaint) => format!("{ctx}{at}.{field} {complaint}"),
             Problem::NotA(kind) => format!("{ctx}{at}.value is not a valid {kind}."),

@@ -7,7 +7,7 @@ use tsrelay::codec::graphite_plain::{GraphitePlainDecoder, GraphitePlainEncoder}
 use tsrelay::codec::kairos_json::{self, KairosJsonEncoder};
 use tsrelay::codec::kairos_telnet::{KairosTelnetDecoder, KairosTelnetEncoder};
 use tsrelay::codec::{Encoder, Rejects, Skipped, StreamDecoder};
-use tsrelay::model::{Batch, Timestamp};
+use tsrelay::model::{Batch, PointRef, Timestamp};
 
 const N_POINTS: usize = 10_000;
 const NOW: Timestamp = Timestamp::from_millis(1_800_000_000_000);
@@ -49,7 +49,7 @@ fn decoded_batch(input: &[u8]) -> Batch {
 
 fn pickle_frames(batch: &Batch) -> Vec<u8> {
     let mut out = Vec::new();
-    pickle_frames_into(batch, &mut out);
+    pickle_frames_into(&mut batch.iter(), &mut out);
     out
 }
 
@@ -57,32 +57,6 @@ fn codecs(c: &mut Criterion) {
     let plaintext = plaintext_input();
     let batch = decoded_batch(&plaintext);
     let pickle = pickle_frames(&batch);
-
-    let mut group = c.benchmark_group("graphite_plaintext");
-    group.throughput(Throughput::Elements(N_POINTS as u64));
-    group.bench_function("decode", |b| {
-        b.iter_batched(
-            || {
-                (
-                    Batch::with_capacity(N_POINTS, plaintext.len()),
-                    Rejects::default(),
-                )
-            },
-            |(mut out, mut rejects)| {
-                GraphitePlainDecoder::new(16_384).decode(&plaintext, NOW, &mut out, &mut rejects)
-            },
-            BatchSize::SmallInput,
-        )
-    });
-    group.bench_function("encode", |b| {
-        let mut out = Vec::with_capacity(plaintext.len() * 2);
-        b.iter(|| {
-            out.clear();
-            GraphitePlainEncoder.encode(&mut batch.iter(), &mut out, &mut Skipped::default())
-        })
-    });
-    group.finish();
-
     // KairosDB targets need tags: give every point one, as templates would.
     let mut tagged = Batch::with_capacity(N_POINTS, plaintext.len());
     for point in batch.iter() {
@@ -99,85 +73,83 @@ fn codecs(c: &mut Criterion) {
     let mut rest = Vec::new();
     KairosJsonEncoder.encode(&mut tagged.iter(), &mut rest, &mut Skipped::default());
 
-    let mut group = c.benchmark_group("kairosdb_telnet");
-    group.throughput(Throughput::Elements(N_POINTS as u64));
-    group.bench_function("decode", |b| {
-        b.iter_batched(
-            || {
-                (
-                    Batch::with_capacity(N_POINTS, telnet.len()),
-                    Rejects::default(),
-                )
-            },
-            |(mut out, mut rejects)| {
-                KairosTelnetDecoder::new(1024).decode(&telnet, NOW, &mut out, &mut rejects)
-            },
-            BatchSize::SmallInput,
-        )
-    });
-    group.bench_function("encode", |b| {
-        let mut out = Vec::with_capacity(telnet.len() * 2);
-        b.iter(|| {
-            out.clear();
-            KairosTelnetEncoder::default().encode(
-                &mut tagged.iter(),
-                &mut out,
-                &mut Skipped::default(),
-            )
-        })
-    });
-    group.finish();
+    bench_codec(
+        c,
+        "graphite_plaintext",
+        &plaintext,
+        &batch,
+        &|bytes, out| decode_stream(&mut GraphitePlainDecoder::new(16_384), bytes, out),
+        &|points, out| GraphitePlainEncoder.encode(points, out, &mut Skipped::default()),
+    );
+    bench_codec(
+        c,
+        "kairosdb_telnet",
+        &telnet,
+        &tagged,
+        &|bytes, out| decode_stream(&mut KairosTelnetDecoder::new(1024), bytes, out),
+        &|points, out| KairosTelnetEncoder::default().encode(points, out, &mut Skipped::default()),
+    );
+    bench_codec(
+        c,
+        "kairosdb_rest",
+        &rest,
+        &tagged,
+        &|bytes, out| kairos_json::parse_body(bytes, out).n_points,
+        &|points, out| KairosJsonEncoder.encode(points, out, &mut Skipped::default()),
+    );
+    bench_codec(
+        c,
+        "graphite_pickle",
+        &pickle,
+        &batch,
+        &|bytes, out| decode_stream(&mut GraphitePickleDecoder::new(1 << 20), bytes, out),
+        &|points, out| pickle_frames_into(points, out),
+    );
+}
 
-    let mut group = c.benchmark_group("kairosdb_rest");
-    group.throughput(Throughput::Elements(N_POINTS as u64));
-    group.bench_function("decode", |b| {
-        b.iter_batched(
-            || Batch::with_capacity(N_POINTS, rest.len()),
-            |mut out| kairos_json::parse_body(&rest, &mut out).n_points,
-            BatchSize::SmallInput,
-        )
-    });
-    group.bench_function("encode", |b| {
-        let mut out = Vec::with_capacity(rest.len() * 2);
-        b.iter(|| {
-            out.clear();
-            KairosJsonEncoder.encode(&mut tagged.iter(), &mut out, &mut Skipped::default())
-        })
-    });
-    group.finish();
+type DecodeFn<'a> = &'a dyn Fn(&[u8], &mut Batch) -> usize;
+type EncodeFn<'a> = &'a dyn Fn(&mut dyn Iterator<Item = PointRef<'_>>, &mut Vec<u8>) -> usize;
 
-    let mut group = c.benchmark_group("graphite_pickle");
+/// Decode and encode throughput of one protocol, in points per second.
+fn bench_codec(
+    c: &mut Criterion,
+    protocol: &str,
+    input: &[u8],
+    points: &Batch,
+    decode: DecodeFn<'_>,
+    encode: EncodeFn<'_>,
+) {
+    let mut group = c.benchmark_group(protocol);
     group.throughput(Throughput::Elements(N_POINTS as u64));
     group.bench_function("decode", |b| {
         b.iter_batched(
-            || {
-                (
-                    Batch::with_capacity(N_POINTS, plaintext.len()),
-                    Rejects::default(),
-                )
-            },
-            |(mut out, mut rejects)| {
-                GraphitePickleDecoder::new(1 << 20).decode(&pickle, NOW, &mut out, &mut rejects)
-            },
+            || Batch::with_capacity(N_POINTS, input.len()),
+            |mut out| decode(input, &mut out),
             BatchSize::SmallInput,
         )
     });
     group.bench_function("encode", |b| {
-        let mut out = Vec::with_capacity(pickle.len() * 2);
+        let mut out = Vec::with_capacity(input.len() * 2);
         b.iter(|| {
             out.clear();
-            pickle_frames_into(&batch, &mut out)
+            encode(&mut points.iter(), &mut out)
         })
     });
     group.finish();
 }
 
-fn pickle_frames_into(batch: &Batch, out: &mut Vec<u8>) -> usize {
+fn decode_stream(decoder: &mut dyn StreamDecoder, bytes: &[u8], out: &mut Batch) -> usize {
+    let mut rejects = Rejects::default();
+    let _ = decoder.decode(bytes, NOW, out, &mut rejects);
+    out.len()
+}
+
+/// Frames of at most 500 points, as carbon's relay sends.
+fn pickle_frames_into(points: &mut dyn Iterator<Item = PointRef<'_>>, out: &mut Vec<u8>) -> usize {
     let mut skipped = Skipped::default();
     let mut written = 0;
-    let mut points = batch.iter();
     loop {
-        let mut chunk = points.by_ref().take(500).peekable();
+        let mut chunk = (&mut *points).take(500).peekable();
         if chunk.peek().is_none() {
             return written;
         }

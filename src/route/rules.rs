@@ -452,41 +452,16 @@ mod tests {
         batch.push("m", [], Timestamp::from_millis(0), Value::F64(1.0), None);
         let point = batch.get(0).expect("point");
         let health = Health::new(3);
-        assert_eq!(
-            rules
-                .place(&point, &health)
-                .original
-                .iter()
-                .collect::<Vec<_>>(),
-            vec![0]
-        );
+        let chosen = |health: &Health| -> Vec<usize> {
+            rules.place(&point, health).original.iter().collect()
+        };
+        assert_eq!(chosen(&health), vec![0]);
         health.upstream(0).set(false);
-        assert_eq!(
-            rules
-                .place(&point, &health)
-                .original
-                .iter()
-                .collect::<Vec<_>>(),
-            vec![1]
-        );
+        assert_eq!(chosen(&health), vec![1]);
         health.upstream(1).set(false);
-        assert_eq!(
-            rules
-                .place(&point, &health)
-                .original
-                .iter()
-                .collect::<Vec<_>>(),
-            vec![2]
-        );
+        assert_eq!(chosen(&health), vec![2]);
         health.upstream(0).set(true);
-        assert_eq!(
-            rules
-                .place(&point, &health)
-                .original
-                .iter()
-                .collect::<Vec<_>>(),
-            vec![0]
-        );
+        assert_eq!(chosen(&health), vec![0]);
     }
 
     #[test]

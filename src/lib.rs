@@ -16,6 +16,7 @@ pub mod config;
 pub mod health;
 pub mod model;
 pub mod queue;
+pub mod rate;
 pub mod route;
 pub mod telemetry;
 pub mod translate;

@@ -26,6 +26,7 @@ pub struct TelemetryBuilder {
     connections: Family<Labels, Counter>,
     active: Family<Labels, Gauge>,
     closed_on_error: Family<Labels, Counter>,
+    listener_dropped: Family<Labels, Counter>,
     routed: Family<Labels, Counter>,
     sent: Family<Labels, Counter>,
     dropped: Family<Labels, Counter>,
@@ -58,6 +59,8 @@ pub struct ListenerMetrics {
     pub connections_active: Gauge,
     /// Connections closed because their framing was lost.
     pub connections_closed_on_error: Counter,
+    /// Valid points dropped because their peer exceeded the rate limit.
+    pub points_rate_limited: Counter,
 }
 
 /// Handles for one upstream.
@@ -120,6 +123,10 @@ impl TelemetryBuilder {
             "listener_connections_closed_on_error",
             "Connections closed because their framing was lost",
         );
+        let listener_dropped = family(
+            "listener_points_dropped",
+            "Valid points a listener dropped, by reason",
+        );
         let routed = family("upstream_points_routed", "Points routed to an upstream");
         let sent = family("upstream_points_sent", "Points written to an upstream");
         let dropped = family("upstream_points_dropped", "Points dropped, by reason");
@@ -151,6 +158,7 @@ impl TelemetryBuilder {
             connections,
             active,
             closed_on_error,
+            listener_dropped,
             routed,
             sent,
             dropped,
@@ -185,6 +193,10 @@ impl TelemetryBuilder {
             connections_accepted: self.connections.get_or_create(&labels()).clone(),
             connections_active: self.active.get_or_create(&labels()).clone(),
             connections_closed_on_error: self.closed_on_error.get_or_create(&labels()).clone(),
+            points_rate_limited: self
+                .listener_dropped
+                .get_or_create(&with_reason("rate_limited"))
+                .clone(),
         }
     }
 

@@ -11,4 +11,5 @@ mod cli;
 mod clusters;
 mod graphite;
 mod kairos;
+mod limits;
 mod routing;

@@ -9,6 +9,7 @@ pub mod raw;
 mod validate;
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use regex::Regex;
 
 use crate::codec::{Limits, Protocol};
 use crate::queue::WhenFull;
+use crate::rate::WhenLimited;
 use crate::translate::Translation;
 
 pub use validate::{glob_to_regex, validate};
@@ -85,6 +87,8 @@ pub struct ListenerConfig {
     pub max_body_bytes: usize,
     /// http: largest body after decompression.
     pub max_decompressed_bytes: usize,
+    /// Points per second per peer address, and what to do above it.
+    pub rate_limit: Option<(NonZeroU32, WhenLimited)>,
 }
 
 /// One output.
@@ -118,6 +122,8 @@ pub struct UpstreamConfig {
     pub request_timeout: Duration,
     /// HTTP upstreams: requests in flight at once.
     pub concurrency: usize,
+    /// Points per second sent to the upstream.
+    pub rate_limit: Option<NonZeroU32>,
 }
 
 /// Where an upstream sends its bytes.

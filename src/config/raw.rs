@@ -73,6 +73,26 @@ pub struct RawListener {
     pub max_body_bytes: Option<ByteSize>,
     /// http: largest body after gzip decompression.
     pub max_decompressed_bytes: Option<ByteSize>,
+    /// Points per second per peer address.
+    pub rate_limit: Option<RawListenerRate>,
+}
+
+/// `listeners[].rate_limit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerRate {
+    /// Points per second each peer address may send.
+    pub points_per_second_per_peer: u32,
+    /// `drop` (count the excess) or `throttle` (pause reading).
+    pub when_exceeded: Option<crate::rate::WhenLimited>,
+}
+
+/// `upstreams[].rate_limit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamRate {
+    /// Points per second sent to the upstream.
+    pub points_per_second: u32,
 }
 
 /// One entry of `upstreams:`.
@@ -124,6 +144,8 @@ pub struct RawUpstream {
     pub request_timeout: Option<HumanDuration>,
     /// HTTP upstreams: requests in flight at once.
     pub concurrency: Option<usize>,
+    /// Points per second sent to the upstream.
+    pub rate_limit: Option<RawUpstreamRate>,
 }
 
 /// `upstreams[].graphite_tags`.

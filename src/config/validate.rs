@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use regex::Regex;
@@ -205,7 +206,21 @@ fn validate_listener(raw: RawListener, path: &str) -> Result<ListenerConfig, Con
             "must be greater than 0",
         ));
     }
+    let rate_limit = raw
+        .rate_limit
+        .map(|rate| {
+            NonZeroU32::new(rate.points_per_second_per_peer)
+                .map(|pps| (pps, rate.when_exceeded.unwrap_or_default()))
+                .ok_or_else(|| {
+                    invalid(
+                        &format!("{path}.rate_limit.points_per_second_per_peer"),
+                        "must be greater than 0",
+                    )
+                })
+        })
+        .transpose()?;
     Ok(ListenerConfig {
+        rate_limit,
         default_tag,
         max_body_bytes,
         max_decompressed_bytes,
@@ -287,6 +302,18 @@ fn validate_upstream(raw: RawUpstream, path: &str) -> Result<UpstreamConfig, Con
             .request_timeout
             .map_or(super::DEFAULT_REQUEST_TIMEOUT, |d| d.0),
         concurrency,
+        rate_limit: raw
+            .rate_limit
+            .as_ref()
+            .map(|rate| {
+                NonZeroU32::new(rate.points_per_second).ok_or_else(|| {
+                    invalid(
+                        &format!("{path}.rate_limit.points_per_second"),
+                        "must be greater than 0",
+                    )
+                })
+            })
+            .transpose()?,
         name: raw.name,
         protocol: raw.protocol,
         format,

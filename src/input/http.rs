@@ -31,6 +31,7 @@ use crate::telemetry::ListenerMetrics;
 
 #[derive(Clone)]
 struct HttpState {
+    limiter: Option<Arc<crate::rate::PeerLimiter>>,
     config: Arc<ListenerConfig>,
     router: Arc<Router>,
     metrics: ListenerMetrics,
@@ -50,6 +51,7 @@ pub async fn run_http(
 ) -> std::io::Result<()> {
     let max_body = config.max_body_bytes;
     let state = HttpState {
+        limiter: super::peer_limiter(&config),
         config: Arc::new(config),
         router,
         metrics,
@@ -116,6 +118,7 @@ async fn kairos_datapoints(
     }
     if !batch.is_empty() {
         state.metrics.points_received.inc_by(batch.len() as u64);
+        super::limit_rate(state.limiter.as_deref(), peer, &mut batch, &state.metrics).await;
         state.router.dispatch(batch).await;
     }
     if outcome.errors.is_empty() {

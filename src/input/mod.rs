@@ -13,7 +13,39 @@ use std::sync::Arc;
 use tracing::warn;
 
 use crate::codec::Rejects;
-use crate::model::Timestamp;
+use crate::model::{Batch, Timestamp};
+use crate::rate::{PeerLimiter, WhenLimited};
+use crate::telemetry::ListenerMetrics;
+
+/// Applies a listener's per-peer rate limit to a decoded batch: drops (and
+/// counts) the excess, or waits until the peer may send it.
+pub async fn limit_rate(
+    limiter: Option<&PeerLimiter>,
+    peer: SocketAddr,
+    batch: &mut Batch,
+    metrics: &ListenerMetrics,
+) {
+    let Some(limiter) = limiter else { return };
+    match limiter.when_limited {
+        WhenLimited::Throttle => limiter.wait(peer.ip(), batch.len()).await,
+        WhenLimited::Drop => {
+            let admitted = limiter.admit(peer.ip(), batch.len());
+            if admitted < batch.len() {
+                metrics
+                    .points_rate_limited
+                    .inc_by((batch.len() - admitted) as u64);
+                batch.truncate(admitted);
+            }
+        }
+    }
+}
+
+/// The limiter a listener's configuration asks for.
+pub fn peer_limiter(config: &crate::config::ListenerConfig) -> Option<Arc<PeerLimiter>> {
+    config
+        .rate_limit
+        .map(|(points_per_second, when)| Arc::new(PeerLimiter::new(points_per_second, when)))
+}
 
 /// Most reject log lines per listener per second; the counters see every one.
 const REJECT_LOG_LINES_PER_SECOND: u64 = 10;

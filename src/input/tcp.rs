@@ -33,6 +33,7 @@ pub async fn run_listener(
     tasks: TaskTracker,
 ) {
     let slots = Arc::new(Semaphore::new(config.max_connections));
+    let limiter = super::peer_limiter(&config);
     let reject_log = RejectLog::default();
     let config = Arc::new(config);
     loop {
@@ -56,7 +57,11 @@ pub async fn run_listener(
             },
         };
         metrics.connections_accepted.inc();
+        if let Some(limiter) = &limiter {
+            limiter.forget_idle_peers();
+        }
         let connection = Connection {
+            limiter: limiter.clone(),
             config: Arc::clone(&config),
             router: Arc::clone(&router),
             metrics: metrics.clone(),
@@ -78,6 +83,7 @@ pub async fn run_listener(
 }
 
 struct Connection {
+    limiter: Option<Arc<crate::rate::PeerLimiter>>,
     config: Arc<ListenerConfig>,
     router: Arc<Router>,
     metrics: ListenerMetrics,
@@ -137,6 +143,13 @@ impl Connection {
             }
             if !batch.is_empty() {
                 self.metrics.points_received.inc_by(batch.len() as u64);
+                super::limit_rate(
+                    self.limiter.as_deref(),
+                    self.peer,
+                    &mut batch,
+                    &self.metrics,
+                )
+                .await;
                 self.router.dispatch(batch).await;
             }
         }

@@ -27,6 +27,7 @@ pub async fn run_udp(
     token: CancellationToken,
 ) {
     let reject_log = RejectLog::default();
+    let limiter = super::peer_limiter(&config);
     let mut datagram = vec![0u8; 65_536];
     let mut rejects = Rejects::default();
     loop {
@@ -67,6 +68,7 @@ pub async fn run_udp(
         }
         if !batch.is_empty() {
             metrics.points_received.inc_by(batch.len() as u64);
+            super::limit_rate(limiter.as_deref(), peer, &mut batch, &metrics).await;
             router.dispatch(batch).await;
         }
     }

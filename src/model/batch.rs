@@ -154,6 +154,11 @@ impl Batch {
         );
     }
 
+    /// Keeps the first `n` points (their strings stay in the arena).
+    pub fn truncate(&mut self, n: usize) {
+        self.entries.truncate(n);
+    }
+
     /// Copies the points into owned [`Point`]s.
     pub fn to_points(&self) -> Vec<Point> {
         self.iter().map(|point| point.to_point()).collect()

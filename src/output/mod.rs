@@ -24,6 +24,7 @@ use crate::config::{Target, UpstreamConfig};
 use crate::health::UpstreamHealth;
 use crate::model::Batch;
 use crate::queue::QueueReceiver;
+use crate::rate::UpstreamLimiter;
 use crate::telemetry::UpstreamMetrics;
 
 pub use chunk::{Chunk, Chunker};
@@ -65,6 +66,9 @@ pub async fn run_upstream(
         _ => 1,
     };
     let shared_config = Arc::new(config.clone());
+    let limiter = config
+        .rate_limit
+        .map(|points_per_second| UpstreamLimiter::new(points_per_second, config.batch.max_points));
     let mut in_flight: JoinSet<(bool, usize, u32)> = JoinSet::new();
     loop {
         // A failed upstream gets no new points from failover and any_of
@@ -88,6 +92,9 @@ pub async fn run_upstream(
             }
         };
         let Some(chunk) = chunk else { break };
+        if let Some(limiter) = &limiter {
+            limiter.wait(chunk.len()).await;
+        }
         buffer.clear();
         let mut skipped = Skipped::default();
         let written = if config.translation.is_identity() {

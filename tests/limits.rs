@@ -1,0 +1,85 @@
+//! Rate limits: per peer on a listener (drop or throttle) and per upstream.
+
+use std::time::{Duration, Instant};
+
+use crate::util::{free_port, numbered_lines, send_tcp, wait_until, Relay, Sink};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn relay(port: u16, sink: &Sink, listener_extra: &str, upstream_extra: &str) -> Relay {
+    Relay::start(&format!(
+        "listeners:\n  - {{name: plain, protocol: graphite_plaintext, listen: 127.0.0.1:{port}{listener_extra}}}\n\
+         upstreams:\n  - {{name: sink, protocol: graphite_plaintext, address: 127.0.0.1:{}, batch: {{max_delay: 10ms}}{upstream_extra}}}\n\
+         routes:\n  - {{match: {{prefix: \"\"}}, to: [sink]}}\n",
+        sink.port
+    ))
+}
+
+#[test]
+fn a_peer_over_its_rate_loses_exactly_the_counted_excess() {
+    const N: usize = 40_000;
+    let sink = Sink::start();
+    let port = free_port();
+    let relay = relay(
+        port,
+        &sink,
+        ", rate_limit: {points_per_second_per_peer: 2000}",
+        "",
+    );
+    send_tcp(port, &numbered_lines("rl.drop", N, 1_700_000_000));
+    let dropped = || {
+        relay.metric(
+            "tsrelay_listener_points_dropped_total{listener=\"plain\",reason=\"rate_limited\"}",
+        )
+    };
+    assert!(wait_until(WAIT, || sink.line_count() as f64 + dropped() == N as f64));
+    let delivered = sink.line_count();
+    assert!((2000..N / 2).contains(&delivered), "{delivered} delivered");
+    assert!(dropped() > 0.0);
+}
+
+#[test]
+fn throttling_slows_a_peer_down_without_loss() {
+    const N: usize = 15_000;
+    let sink = Sink::start();
+    let port = free_port();
+    let _relay = relay(
+        port,
+        &sink,
+        ", rate_limit: {points_per_second_per_peer: 5000, when_exceeded: throttle}",
+        "",
+    );
+    let started = Instant::now();
+    send_tcp(port, &numbered_lines("rl.throttle", N, 1_700_000_000));
+    assert!(wait_until(WAIT, || sink.line_count() == N));
+    // One second's burst, then 5000 per second: at least 2 s for the rest.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1800),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn an_upstream_rate_limit_paces_sending_without_loss() {
+    const N: usize = 12_000;
+    let sink = Sink::start();
+    let port = free_port();
+    let relay = relay(port, &sink, "", ", rate_limit: {points_per_second: 4000}");
+    let started = Instant::now();
+    send_tcp(port, &numbered_lines("rl.upstream", N, 1_700_000_000));
+    assert!(
+        wait_until(WAIT, || sink.line_count() == N),
+        "{}",
+        relay.stderr()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1800),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        relay.metric("tsrelay_upstream_points_sent_total{upstream=\"sink\"}"),
+        N as f64
+    );
+}

@@ -26,6 +26,7 @@ pub struct TelemetryBuilder {
     connections: Family<Labels, Counter>,
     active: Family<Labels, Gauge>,
     closed_on_error: Family<Labels, Counter>,
+    closed_idle: Family<Labels, Counter>,
     listener_dropped: Family<Labels, Counter>,
     routed: Family<Labels, Counter>,
     sent: Family<Labels, Counter>,
@@ -61,6 +62,8 @@ pub struct ListenerMetrics {
     pub connections_closed_on_error: Counter,
     /// Valid points dropped because their peer exceeded the rate limit.
     pub points_rate_limited: Counter,
+    /// Connections closed after sending nothing for `idle_timeout`.
+    pub connections_closed_idle: Counter,
 }
 
 /// Handles for one upstream.
@@ -123,6 +126,10 @@ impl TelemetryBuilder {
             "listener_connections_closed_on_error",
             "Connections closed because their framing was lost",
         );
+        let closed_idle = family(
+            "listener_connections_closed_idle",
+            "Connections closed after idle_timeout without data",
+        );
         let listener_dropped = family(
             "listener_points_dropped",
             "Valid points a listener dropped, by reason",
@@ -158,6 +165,7 @@ impl TelemetryBuilder {
             connections,
             active,
             closed_on_error,
+            closed_idle,
             listener_dropped,
             routed,
             sent,
@@ -193,6 +201,7 @@ impl TelemetryBuilder {
             connections_accepted: self.connections.get_or_create(&labels()).clone(),
             connections_active: self.active.get_or_create(&labels()).clone(),
             connections_closed_on_error: self.closed_on_error.get_or_create(&labels()).clone(),
+            connections_closed_idle: self.closed_idle.get_or_create(&labels()).clone(),
             points_rate_limited: self
                 .listener_dropped
                 .get_or_create(&with_reason("rate_limited"))

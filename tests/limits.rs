@@ -83,3 +83,38 @@ fn an_upstream_rate_limit_paces_sending_without_loss() {
         N as f64
     );
 }
+
+#[test]
+fn idle_connections_are_closed_and_their_lines_kept() {
+    use std::io::{Read, Write};
+    let sink = Sink::start();
+    let port = free_port();
+    let relay = relay(port, &sink, ", idle_timeout: 300ms", "");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .write_all(b"idle.a 1 1700000000\nidle.partial 2")
+        .expect("send");
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    // The relay closes the connection: the read ends instead of blocking.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let _ = stream.read_to_end(&mut rest);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not closed: {:?}",
+        started.elapsed()
+    );
+    assert!(wait_until(WAIT, || sink.line_count() == 1));
+    assert_eq!(
+        relay.metric("tsrelay_listener_connections_closed_idle_total{listener=\"plain\"}"),
+        1.0
+    );
+    assert_eq!(
+        relay.metric(
+            "tsrelay_listener_points_rejected_total{listener=\"plain\",reason=\"truncated\"}"
+        ),
+        1.0
+    );
+}

@@ -38,6 +38,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default `max_connections` per TCP listener.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default idle time before a listener closes a TCP connection (carbon
+/// has none; an hour frees abandoned connections without troubling
+/// agents that send every minute).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// KairosDB's `max_command_size`.
 pub const DEFAULT_TELNET_LINE_BYTES: usize = 1024;
 /// Default largest HTTP request body.
@@ -89,6 +93,8 @@ pub struct ListenerConfig {
     pub max_decompressed_bytes: usize,
     /// Points per second per peer address, and what to do above it.
     pub rate_limit: Option<(NonZeroU32, WhenLimited)>,
+    /// Close TCP connections that send nothing for this long.
+    pub idle_timeout: Duration,
 }
 
 /// One output.

@@ -75,6 +75,8 @@ pub struct RawListener {
     pub max_decompressed_bytes: Option<ByteSize>,
     /// Points per second per peer address.
     pub rate_limit: Option<RawListenerRate>,
+    /// TCP listeners: close a connection that sends nothing for this long.
+    pub idle_timeout: Option<HumanDuration>,
 }
 
 /// `listeners[].rate_limit`.

@@ -219,7 +219,17 @@ fn validate_listener(raw: RawListener, path: &str) -> Result<ListenerConfig, Con
                 })
         })
         .transpose()?;
+    let idle_timeout = raw
+        .idle_timeout
+        .map_or(super::DEFAULT_IDLE_TIMEOUT, |d| d.0);
+    if idle_timeout.is_zero() {
+        return Err(invalid(
+            &format!("{path}.idle_timeout"),
+            "must be greater than 0",
+        ));
+    }
     Ok(ListenerConfig {
+        idle_timeout,
         rate_limit,
         default_tag,
         max_body_bytes,

@@ -106,9 +106,19 @@ impl Connection {
             if buffer.capacity() - buffer.len() < READ_BYTES / 4 {
                 buffer.reserve(READ_BYTES);
             }
+            let idle = self.config.idle_timeout;
             let read = tokio::select! {
                 _ = token.cancelled() => break,
-                read = socket.read_buf(&mut buffer) => read,
+                read = tokio::time::timeout(idle, socket.read_buf(&mut buffer)) => match read {
+                    Ok(read) => read,
+                    Err(_) => {
+                        debug!(?idle, "Closing an idle connection.");
+                        self.metrics.connections_closed_idle.inc();
+                        decoder.decode_eof(&buffer, &mut rejects);
+                        self.account(&mut rejects);
+                        break;
+                    }
+                },
             };
             let n = match read {
                 Ok(n) => n,

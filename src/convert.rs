@@ -38,6 +38,9 @@ pub enum ConvertError {
     /// Reading or writing failed.
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// The input's framing is broken (a pickle frame over the size limit).
+    #[error("input cannot be framed")]
+    Frame(#[from] codec::FrameError),
 }
 
 /// Converts everything on `input` from `from` to `to`.
@@ -67,14 +70,16 @@ pub fn run(
             ..DecoderOptions::default()
         };
         let mut decoder = codec::decoder_for(from, &options).ok_or(ConvertError::Input(from))?;
-        let used = decoder
-            .decode(&bytes, now, &mut batch, &mut report.rejects)
-            .unwrap_or(bytes.len());
-        // Offline input needs no final newline.
-        let mut rest = bytes[used..].to_vec();
-        if !rest.is_empty() && from != Protocol::GraphitePickle {
-            rest.push(b'\n');
-            let _ = decoder.decode(&rest, now, &mut batch, &mut report.rejects);
+        let used = decoder.decode(&bytes, now, &mut batch, &mut report.rejects)?;
+        let rest = &bytes[used..];
+        if from == Protocol::GraphitePickle {
+            // A partial frame at the end is counted as truncated.
+            decoder.decode_eof(rest, &mut report.rejects);
+        } else if !rest.is_empty() {
+            // Offline input needs no final newline.
+            let mut line = rest.to_vec();
+            line.push(b'\n');
+            decoder.decode(&line, now, &mut batch, &mut report.rejects)?;
         }
     }
     report.decoded = batch.len();
@@ -97,4 +102,33 @@ pub fn run(
     output.write_all(&out)?;
     output.flush()?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Reason;
+
+    #[test]
+    fn a_partial_pickle_frame_is_counted_and_an_oversized_one_refused() {
+        let partial = [0u8, 0, 0, 9, b'('];
+        let report = run(
+            Protocol::GraphitePickle,
+            Protocol::GraphitePlaintext,
+            &Translation::default(),
+            &partial[..],
+            Vec::new(),
+        )
+        .expect("converts");
+        assert_eq!(report.rejects.count(Reason::Truncated), 1);
+        let oversized = [0x7fu8, 0, 0, 0];
+        let result = run(
+            Protocol::GraphitePickle,
+            Protocol::GraphitePlaintext,
+            &Translation::default(),
+            &oversized[..],
+            Vec::new(),
+        );
+        assert!(matches!(result, Err(ConvertError::Frame(_))));
+    }
 }

@@ -481,30 +481,16 @@ mod tests {
             );
         }
         let health = Health::new(3);
-        let before: Vec<usize> = batch
-            .iter()
-            .map(|p| {
-                rules
-                    .place(&p, &health)
-                    .original
-                    .iter()
-                    .next()
-                    .expect("one")
-            })
-            .collect();
+        let owners = |health: &Health| -> Vec<usize> {
+            batch
+                .iter()
+                .map(|p| rules.place(&p, health).original.iter().next().expect("one"))
+                .collect()
+        };
+        let before = owners(&health);
         assert!((0..3).all(|u| before.iter().filter(|&&b| b == u).count() > 800));
         health.upstream(1).set(false);
-        let after: Vec<usize> = batch
-            .iter()
-            .map(|p| {
-                rules
-                    .place(&p, &health)
-                    .original
-                    .iter()
-                    .next()
-                    .expect("one")
-            })
-            .collect();
+        let after = owners(&health);
         for (b, a) in before.iter().zip(&after) {
             if *b == 1 {
                 assert_ne!(*a, 1);

@@ -105,6 +105,18 @@ pub enum Reason {
     InvalidJson,
     /// A metric that breaks the protocol's validation rules (KairosDB REST).
     InvalidMetric,
+    /// A record whose type is not one the protocol knows (IRONdb TSV).
+    UnknownRecord,
+    /// A histogram that is not valid circllhist.
+    BadHistogram,
+    /// A name whose stream tags `|ST[...]` cannot be parsed.
+    BadStreamTags,
+    /// A check identity (IRONdb UUID field, FlatBuffer check) that cannot be read.
+    BadCheck,
+    /// A FlatBuffer that fails verification or has the wrong identifier.
+    BadFlatbuffer,
+    /// A name or tag over the protocol's length limits.
+    NameTooLong,
 }
 
 impl Reason {
@@ -127,6 +139,12 @@ impl Reason {
         Reason::EmptyName,
         Reason::InvalidJson,
         Reason::InvalidMetric,
+        Reason::UnknownRecord,
+        Reason::BadHistogram,
+        Reason::BadStreamTags,
+        Reason::BadCheck,
+        Reason::BadFlatbuffer,
+        Reason::NameTooLong,
     ];
 
     /// The label used in metrics and logs.
@@ -149,6 +167,12 @@ impl Reason {
             Reason::EmptyName => "empty_name",
             Reason::InvalidJson => "invalid_json",
             Reason::InvalidMetric => "invalid_metric",
+            Reason::UnknownRecord => "unknown_record",
+            Reason::BadHistogram => "bad_histogram",
+            Reason::BadStreamTags => "bad_stream_tags",
+            Reason::BadCheck => "bad_check",
+            Reason::BadFlatbuffer => "bad_flatbuffer",
+            Reason::NameTooLong => "name_too_long",
         }
     }
 
@@ -306,6 +330,10 @@ pub enum Unrepresentable {
     LineTooLong,
     /// The target requires tags and the point has none (KairosDB REST).
     MissingTags,
+    /// The name with its tags exceeds the target's limits (IRONdb).
+    NameTooLong,
+    /// No check identity from the point or the upstream (IRONdb).
+    MissingCheck,
 }
 
 impl Unrepresentable {
@@ -318,6 +346,8 @@ impl Unrepresentable {
         Unrepresentable::InvalidName,
         Unrepresentable::LineTooLong,
         Unrepresentable::MissingTags,
+        Unrepresentable::NameTooLong,
+        Unrepresentable::MissingCheck,
     ];
 
     /// The label used in metrics and logs (the `reason` of a drop).
@@ -330,6 +360,8 @@ impl Unrepresentable {
             Unrepresentable::InvalidName => "invalid_name",
             Unrepresentable::LineTooLong => "line_too_long",
             Unrepresentable::MissingTags => "missing_tags",
+            Unrepresentable::NameTooLong => "name_too_long",
+            Unrepresentable::MissingCheck => "missing_check",
         }
     }
 }

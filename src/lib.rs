@@ -17,7 +17,9 @@ pub mod health;
 pub mod model;
 pub mod queue;
 pub mod rate;
+pub mod receipt;
 pub mod route;
+pub mod spool;
 pub mod telemetry;
 pub mod translate;
 

@@ -172,6 +172,7 @@ fn translation_from_flags(
         add_tags: add_tags.iter().map(|t| tag(t)).collect::<Result<_, _>>()?,
         default_tag: default_tag.map(tag).transpose()?,
         graphite_tags: tsrelay::translate::GraphiteTags::Keep,
+        histograms: tsrelay::translate::HistogramPolicy::Keep,
     })
 }
 

@@ -39,7 +39,19 @@ pub enum RelayError {
         #[source]
         source: std::io::Error,
     },
+    /// An upstream's spool directory cannot be used.
+    #[error("cannot open the spool of upstream {upstream}")]
+    Spool {
+        /// The upstream.
+        upstream: String,
+        /// The cause.
+        #[source]
+        source: crate::spool::SpoolError,
+    },
 }
+
+/// How long upstreams may take to spool their leftovers after the grace period.
+const SPOOL_LEFTOVERS_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs the relay until `stop` completes, then drains and returns.
 ///
@@ -51,9 +63,25 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
     let mut targets = Vec::new();
     let mut depth_probes = Vec::new();
     let health = Health::new(config.upstreams.len());
+    let spool_now = CancellationToken::new();
     for (index, upstream) in config.upstreams.iter().enumerate() {
-        let (sender, receiver) = queue::queue(upstream.queue.max_points, upstream.queue.when_full);
+        let (sender, receiver) = queue::queue(
+            upstream.queue.max_points,
+            upstream.queue.max_bytes,
+            upstream.queue.when_full,
+        );
         let metrics = telemetry_builder.upstream(&upstream.name);
+        let spool = match &upstream.spool {
+            Some(spool_config) => Some(
+                output::Spooler::open(&upstream.name, spool_config, metrics.clone()).map_err(
+                    |source| RelayError::Spool {
+                        upstream: upstream.name.clone(),
+                        source,
+                    },
+                )?,
+            ),
+            None => None,
+        };
         depth_probes.push((
             upstream.name.clone(),
             sender.depth_probe(),
@@ -64,10 +92,13 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
             receiver,
             metrics.clone(),
             health.upstream(index),
+            spool.clone(),
+            spool_now.clone(),
         ));
         targets.push(RouteTarget {
             queue: sender,
             metrics,
+            spool,
         });
     }
     let router = Arc::new(Router::new(
@@ -159,11 +190,17 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
     inputs_token.cancel();
     inputs.close();
     outputs.close();
-    let drained = tokio::time::timeout_at(deadline, async {
+    let mut drained = tokio::time::timeout_at(deadline, async {
         inputs.wait().await;
         outputs.wait().await;
     })
     .await;
+    if drained.is_err() {
+        // Upstreams with a spool write what is left there; give them a
+        // moment (disk writes, not network waits).
+        spool_now.cancel();
+        drained = tokio::time::timeout(SPOOL_LEFTOVERS_TIME, outputs.wait()).await;
+    }
     if drained.is_err() {
         for (name, sender, dropped) in &depth_probes {
             let abandoned = sender.depth();

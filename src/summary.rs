@@ -13,6 +13,17 @@ pub fn describe(config: &Config) -> String {
     }
     let _ = writeln!(out, "listeners:");
     for listener in &config.listeners {
+        if let Some(amqp) = &listener.amqp {
+            let queue = amqp.queue.as_deref().unwrap_or("(exclusive)");
+            let _ = writeln!(
+                out,
+                "  {}: amqp from {} exchange {} queue {queue}",
+                listener.name,
+                redact_url(&amqp.url),
+                amqp.exchange
+            );
+            continue;
+        }
         let udp = if listener.udp { " (+udp)" } else { "" };
         let _ = writeln!(
             out,
@@ -27,6 +38,9 @@ pub fn describe(config: &Config) -> String {
             Target::Udp(address) => format!("udp {address}"),
             Target::File(path) => format!("file {}", path.display()),
             Target::Stdout => "stdout".to_owned(),
+            Target::Amqp(amqp) => {
+                format!("amqp {} exchange {}", redact_url(&amqp.url), amqp.exchange)
+            }
             Target::Http(url) => format!("http {url}"),
         };
         let _ = writeln!(
@@ -95,4 +109,33 @@ pub fn describe(config: &Config) -> String {
         let _ = writeln!(out, "  {i}: {condition} -> {}{stop}", to.join(", "));
     }
     out
+}
+
+/// The URL with its password replaced, for logs and summaries.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact_url("amqp://127.0.0.1/"), "amqp://127.0.0.1/");
+    }
 }

@@ -34,6 +34,13 @@ pub struct TelemetryBuilder {
     retried: Family<Labels, Counter>,
     send_errors: Family<Labels, Counter>,
     connects: Family<Labels, Counter>,
+    remote_errors: Family<Labels, Counter>,
+    spooled: Family<Labels, Counter>,
+    replayed: Family<Labels, Counter>,
+    torn: Family<Labels, Counter>,
+    spool_points: Family<Labels, Gauge>,
+    spool_bytes: Family<Labels, Gauge>,
+    misdirected: Family<Labels, Counter>,
     connected: Family<Labels, Gauge>,
     depth: Family<Labels, Gauge>,
     unrouted: Counter,
@@ -91,6 +98,24 @@ pub struct UpstreamMetrics {
     pub connected: Gauge,
     /// Points queued or in flight.
     pub queue_depth: Gauge,
+    /// Records an IRONdb upstream answered it could not store.
+    pub remote_errors: Counter,
+    /// Records an IRONdb node answered it does not own.
+    pub misdirected: Counter,
+    /// Points written to the disk spool.
+    pub points_spooled: Counter,
+    /// Spooled points delivered on replay.
+    pub points_replayed: Counter,
+    /// Points in the spool not yet delivered.
+    pub spool_points: Gauge,
+    /// Bytes of the spool's segment files.
+    pub spool_bytes: Gauge,
+    /// Points dropped because the spool was full (`spool.when_full: drop_oldest`).
+    pub dropped_spool_full: Counter,
+    /// Points lost to a spool that could not be written or read.
+    pub dropped_spool_error: Counter,
+    /// Torn records cut off when a spool was recovered after a crash.
+    pub spool_torn_records: Counter,
 }
 
 /// Handles for the router.
@@ -143,6 +168,26 @@ impl TelemetryBuilder {
         );
         let send_errors = family("upstream_send_errors", "Failed connects and writes");
         let connects = family("upstream_connects", "Successful connections to an upstream");
+        let remote_errors = family(
+            "upstream_remote_errors",
+            "Records an IRONdb upstream reported as errors in its answer",
+        );
+        let misdirected = family(
+            "upstream_remote_misdirected",
+            "Records an IRONdb node reported it does not own",
+        );
+        let spooled = family(
+            "upstream_points_spooled",
+            "Points written to the disk spool",
+        );
+        let replayed = family(
+            "upstream_points_replayed",
+            "Spooled points delivered on replay",
+        );
+        let torn = family(
+            "upstream_spool_torn_records",
+            "Torn records cut off when a spool was recovered",
+        );
         let mut gauge = |name: &str, help: &str| {
             let family = Family::<Labels, Gauge>::default();
             registry.register(name, help, family.clone());
@@ -151,6 +196,11 @@ impl TelemetryBuilder {
         let active = gauge("listener_connections_active", "Open connections");
         let connected = gauge("upstream_connected", "1 while the upstream is connected");
         let depth = gauge("upstream_queue_points", "Points queued or in flight");
+        let spool_points = gauge(
+            "upstream_spool_points",
+            "Points in the spool not yet delivered",
+        );
+        let spool_bytes = gauge("upstream_spool_bytes", "Bytes of the spool's segment files");
         let unrouted = Counter::default();
         registry.register(
             "points_unrouted",
@@ -173,6 +223,13 @@ impl TelemetryBuilder {
             retried,
             send_errors,
             connects,
+            remote_errors,
+            misdirected,
+            spooled,
+            replayed,
+            torn,
+            spool_points,
+            spool_bytes,
             connected,
             depth,
             unrouted,
@@ -232,6 +289,15 @@ impl TelemetryBuilder {
             connects: self.connects.get_or_create(&labels()).clone(),
             connected: self.connected.get_or_create(&labels()).clone(),
             queue_depth: self.depth.get_or_create(&labels()).clone(),
+            remote_errors: self.remote_errors.get_or_create(&labels()).clone(),
+            misdirected: self.misdirected.get_or_create(&labels()).clone(),
+            points_spooled: self.spooled.get_or_create(&labels()).clone(),
+            points_replayed: self.replayed.get_or_create(&labels()).clone(),
+            spool_points: self.spool_points.get_or_create(&labels()).clone(),
+            spool_bytes: self.spool_bytes.get_or_create(&labels()).clone(),
+            dropped_spool_full: dropped("spool_full"),
+            dropped_spool_error: dropped("spool_error"),
+            spool_torn_records: self.torn.get_or_create(&labels()).clone(),
         }
     }
 

@@ -10,6 +10,7 @@ mod carbon;
 mod cli;
 mod clusters;
 mod graphite;
+mod irondb;
 mod kairos;
 mod limits;
 mod routing;

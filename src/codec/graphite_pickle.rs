@@ -388,3 +388,125 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod no_panic {
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    use super::*;
+    use crate::codec::read_split::{cut_points, decode_in_reads, Decoded};
+
+    /// A small frame limit, so that both sides of it are reachable.
+    const MAX_FRAME: usize = 256;
+
+    fn decode(input: &[u8], cuts: &[usize]) -> Decoded {
+        decode_in_reads(&mut GraphitePickleDecoder::new(MAX_FRAME), input, cuts)
+    }
+
+    fn frames(payloads: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for payload in payloads {
+            out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            out.extend_from_slice(payload);
+        }
+        out
+    }
+
+    /// Opcodes that push one value, with their arguments.
+    const PUSHES: &[&[u8]] = &[
+        b"N",
+        b"\x88",
+        b"K\x01",
+        b"]",
+        b")",
+        b"}",
+        b"I-1\n",
+        b"F1.5\n",
+        b"U\x01x",
+        b"C\x01y",
+        b"S'a'\n",
+        b"J\x00\xf1Se",
+        b"G?\xf8\x00\x00\x00\x00\x00\x00",
+        b"X\x03\x00\x00\x00a.b",
+    ];
+    /// MARK and the opcodes that consume stack items or marks.
+    const BUILDERS: &[&[u8]] = &[
+        b"(", b"(", b"\x85", b"\x86", b"\x87", b"t", b"l", b"d", b"e", b"a", b"s", b"u", b"1",
+        b"0", b"2",
+    ];
+    /// Memo, protocol and STOP opcodes.
+    const OTHERS: &[&[u8]] = &[
+        b"q\x00",
+        b"h\x00",
+        b"p0\n",
+        b"g0\n",
+        b"\x94",
+        b"\x80\x02",
+        b".",
+    ];
+
+    /// Runs of opcodes with their arguments, weighted so that marks, values
+    /// and the opcodes consuming them meet often: the pickle machine gets
+    /// far past the first byte.
+    fn arb_pickle() -> impl Strategy<Value = Vec<u8>> {
+        let opcode = prop_oneof![
+            4 => prop::sample::select(PUSHES),
+            4 => prop::sample::select(BUILDERS),
+            1 => prop::sample::select(OTHERS),
+        ];
+        proptest::collection::vec(opcode, 0..48).prop_map(|opcodes| opcodes.concat())
+    }
+
+    fn arb_cuts() -> impl Strategy<Value = Vec<Index>> {
+        proptest::collection::vec(any::<Index>(), 0..4)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_in_arbitrary_reads_never_panic(
+            input in proptest::collection::vec(any::<u8>(), 0..512),
+            cuts in arb_cuts(),
+        ) {
+            let whole = decode(&input, &[]);
+            prop_assert_eq!(&decode(&input, &cut_points(input.len(), &cuts)), &whole);
+        }
+
+        #[test]
+        fn framed_arbitrary_payloads_never_panic(
+            payloads in proptest::collection::vec(
+                proptest::collection::vec(any::<u8>(), 0..=MAX_FRAME + 8),
+                0..4,
+            ),
+            cuts in arb_cuts(),
+        ) {
+            let input = frames(&payloads);
+            let whole = decode(&input, &[]);
+            prop_assert_eq!(&decode(&input, &cut_points(input.len(), &cuts)), &whole);
+            let fatal = payloads.iter().any(|payload| payload.len() > MAX_FRAME);
+            prop_assert_eq!(whole.error.is_some(), fatal);
+        }
+
+        #[test]
+        fn pickle_shaped_payloads_never_panic(
+            payloads in proptest::collection::vec(arb_pickle(), 1..4),
+            cuts in arb_cuts(),
+        ) {
+            let input = frames(&payloads);
+            let whole = decode(&input, &[]);
+            prop_assert_eq!(&decode(&input, &cut_points(input.len(), &cuts)), &whole);
+        }
+    }
+
+    #[test]
+    fn a_tuple_opcode_never_takes_items_below_a_mark() {
+        // TUPLE3 across a MARK, then TUPLE: CPython refuses ("unexpected MARK
+        // found"); this once panicked in `pop_mark` with the mark past the end.
+        let input = frames(&[b"K\x01K\x02(K\x03\x87t.".to_vec()]);
+        let decoded = decode(&input, &[]);
+        assert!(decoded.points.is_empty());
+        assert_eq!(decoded.rejects, vec![(Reason::BadPickle, 1)]);
+    }
+}

@@ -382,3 +382,38 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod no_panic {
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    use super::*;
+    use crate::codec::read_split::{cut_points, decode_in_reads};
+
+    /// Mostly arbitrary bytes, with enough separators to make lines.
+    fn arb_stream() -> impl Strategy<Value = Vec<u8>> {
+        let byte =
+            prop_oneof![6 => any::<u8>(), 1 => Just(b'\n'), 1 => Just(b' '), 1 => Just(b'1')];
+        proptest::collection::vec(byte, 0..512)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_reads_never_panic_and_cuts_change_nothing(
+            input in arb_stream(),
+            cuts in proptest::collection::vec(any::<Index>(), 0..4),
+        ) {
+            // A small limit, so that oversized lines cross read boundaries.
+            let decode = |cuts: &[usize]| {
+                decode_in_reads(&mut GraphitePlainDecoder::new(64), &input, cuts)
+            };
+            let whole = decode(&[]);
+            prop_assert_eq!(&decode(&cut_points(input.len(), &cuts)), &whole);
+            let lines = input.iter().filter(|b| **b == b'\n').count() as u64;
+            prop_assert!(whole.records() <= lines + 1);
+        }
+    }
+}

@@ -1257,3 +1257,45 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod no_panic {
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    use super::*;
+    use crate::codec::read_split::{cut_points, decode_in_reads};
+
+    /// Arbitrary bytes mixed with the words and separators of the protocol.
+    fn arb_stream() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            4 => any::<u8>().prop_map(|b| vec![b]),
+            1 => prop::sample::select(vec![
+                &b"put "[..], b"putm ", b"puts ", b"version", b"\n", b" ", b"\"", b"=",
+                b"kairos_opt.ttl=", b"1700000000 ", b"1.5 ", b"0x1p3 ", b"a=b ",
+            ])
+            .prop_map(<[u8]>::to_vec),
+        ];
+        proptest::collection::vec(piece, 0..160).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_reads_never_panic_and_cuts_change_nothing(
+            input in arb_stream(),
+            cuts in proptest::collection::vec(any::<Index>(), 0..4),
+        ) {
+            // A small limit, so that oversized lines cross read boundaries.
+            let decode = |cuts: &[usize]| {
+                let mut decoder = KairosTelnetDecoder::new(64);
+                decode_in_reads(&mut decoder, &input, cuts)
+            };
+            let whole = decode(&[]);
+            prop_assert_eq!(&decode(&cut_points(input.len(), &cuts)), &whole);
+            let lines = input.iter().filter(|b| **b == b'\n').count() as u64;
+            prop_assert!(whole.records() <= lines + 1);
+        }
+    }
+}

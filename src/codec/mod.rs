@@ -6,14 +6,18 @@
 //! and the stream goes on; only a stream whose framing is lost is a
 //! [`FrameError`] (tokio-util's decoder contract).
 
+pub mod circllhist;
+pub mod circonus_fb;
 pub mod graphite_pickle;
 pub mod graphite_plain;
 pub mod graphite_tags;
+pub mod irondb_tsv;
 pub mod kairos_json;
 pub mod kairos_telnet;
 pub mod line;
 pub mod number;
 mod pickle_vm;
+pub mod stream_tags;
 
 use std::fmt;
 
@@ -117,6 +121,8 @@ pub enum Reason {
     BadFlatbuffer,
     /// A name or tag over the protocol's length limits.
     NameTooLong,
+    /// A body whose compression is invalid or expands past the limit.
+    BadEncoding,
 }
 
 impl Reason {
@@ -145,6 +151,7 @@ impl Reason {
         Reason::BadCheck,
         Reason::BadFlatbuffer,
         Reason::NameTooLong,
+        Reason::BadEncoding,
     ];
 
     /// The label used in metrics and logs.
@@ -173,6 +180,7 @@ impl Reason {
             Reason::BadCheck => "bad_check",
             Reason::BadFlatbuffer => "bad_flatbuffer",
             Reason::NameTooLong => "name_too_long",
+            Reason::BadEncoding => "bad_encoding",
         }
     }
 
@@ -334,6 +342,8 @@ pub enum Unrepresentable {
     NameTooLong,
     /// No check identity from the point or the upstream (IRONdb).
     MissingCheck,
+    /// A timestamp the format cannot write (before 1970 for IRONdb).
+    TimestampOutOfRange,
 }
 
 impl Unrepresentable {
@@ -348,6 +358,7 @@ impl Unrepresentable {
         Unrepresentable::MissingTags,
         Unrepresentable::NameTooLong,
         Unrepresentable::MissingCheck,
+        Unrepresentable::TimestampOutOfRange,
     ];
 
     /// The label used in metrics and logs (the `reason` of a drop).
@@ -362,6 +373,7 @@ impl Unrepresentable {
             Unrepresentable::MissingTags => "missing_tags",
             Unrepresentable::NameTooLong => "name_too_long",
             Unrepresentable::MissingCheck => "missing_check",
+            Unrepresentable::TimestampOutOfRange => "timestamp_out_of_range",
         }
     }
 }
@@ -411,12 +423,16 @@ pub trait Encoder: Send {
 }
 
 /// Settings some encoders take.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EncoderOptions {
     /// KairosDB telnet: write `putm` rather than `put`.
     pub telnet_putm: bool,
     /// KairosDB telnet: longest line written.
     pub max_line_bytes: usize,
+    /// IRONdb FlatBuffer: write the current `CMLS` generation, not `CIML`.
+    pub flatbuffer_cmls: bool,
+    /// IRONdb: the check identity of points that carry none.
+    pub default_source: Option<std::sync::Arc<crate::model::Source>>,
 }
 
 impl Default for EncoderOptions {
@@ -424,6 +440,8 @@ impl Default for EncoderOptions {
         Self {
             telnet_putm: false,
             max_line_bytes: 1024,
+            flatbuffer_cmls: false,
+            default_source: None,
         }
     }
 }
@@ -443,6 +461,17 @@ pub fn encoder_for(protocol: Protocol, options: &EncoderOptions) -> Option<Box<d
         Protocol::KairosdbRest => Some(Box::new(kairos_json::KairosJsonEncoder)),
         Protocol::GraphitePlaintext => Some(Box::new(graphite_plain::GraphitePlainEncoder)),
         Protocol::GraphitePickle => Some(Box::new(graphite_pickle::GraphitePickleEncoder)),
+        Protocol::IrondbRaw => Some(Box::new(irondb_tsv::IrondbTsvEncoder {
+            default_source: options.default_source.clone(),
+        })),
+        Protocol::IrondbFlatbuffer => Some(Box::new(circonus_fb::CirconusFbEncoder::new(
+            if options.flatbuffer_cmls {
+                circonus_fb::Generation::Cmls
+            } else {
+                circonus_fb::Generation::Ciml
+            },
+            options.default_source.clone(),
+        ))),
         _ => None,
     }
 }
@@ -498,6 +527,85 @@ impl Default for Limits {
         Self {
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        }
+    }
+}
+
+/// Test support for the decoders' `no_panic` property tests: drives a
+/// [`StreamDecoder`] the way `input::tcp` does, over reads cut anywhere.
+#[cfg(test)]
+pub(crate) mod read_split {
+    use proptest::sample::Index;
+
+    use super::{FrameError, Reason, Rejects, Sample, StreamDecoder};
+    use crate::model::{Batch, Timestamp};
+
+    /// Everything a decoder produced from one stream, comparable across cuts.
+    #[derive(Debug, PartialEq)]
+    pub(crate) struct Decoded {
+        /// `Debug` of each point with its TTL (so NaN values compare equal).
+        pub(crate) points: Vec<String>,
+        pub(crate) rejects: Vec<(Reason, u64)>,
+        pub(crate) samples: Vec<Sample>,
+        pub(crate) replies: Vec<u8>,
+        /// The error that closed the stream; `decode_eof` is not called then.
+        pub(crate) error: Option<FrameError>,
+    }
+
+    impl Decoded {
+        /// Points plus rejects.
+        pub(crate) fn records(&self) -> u64 {
+            self.points.len() as u64 + self.rejects.iter().map(|(_, n)| n).sum::<u64>()
+        }
+    }
+
+    /// Sorted cut offsets within `0..=len` from proptest indices.
+    pub(crate) fn cut_points(len: usize, indices: &[Index]) -> Vec<usize> {
+        let mut cuts: Vec<_> = indices.iter().map(|i| i.index(len + 1)).collect();
+        cuts.sort_unstable();
+        cuts
+    }
+
+    /// Feeds `input` in reads ending at each of the sorted `cuts`, keeping
+    /// the unused bytes for the next read, then calls `decode_eof`.
+    ///
+    /// # Panics
+    /// When the decoder reports using more bytes than it was given.
+    pub(crate) fn decode_in_reads(
+        decoder: &mut dyn StreamDecoder,
+        input: &[u8],
+        cuts: &[usize],
+    ) -> Decoded {
+        let at = Timestamp::from_millis(1_700_000_000_000);
+        let (mut buffer, mut batch, mut rejects) = (Vec::new(), Batch::new(), Rejects::default());
+        let (mut replies, mut error, mut start) = (Vec::new(), None, 0);
+        for end in cuts.iter().copied().chain([input.len()]) {
+            buffer.extend_from_slice(&input[start..end]);
+            start = end;
+            match decoder.decode(&buffer, at, &mut batch, &mut rejects) {
+                Ok(used) => {
+                    assert!(used <= buffer.len(), "used {used} of {}", buffer.len());
+                    buffer.drain(..used);
+                }
+                Err(err) => {
+                    error = Some(err);
+                    break;
+                }
+            }
+            replies.extend(decoder.take_reply().unwrap_or_default());
+        }
+        if error.is_none() {
+            decoder.decode_eof(&buffer, &mut rejects);
+        }
+        Decoded {
+            points: batch
+                .iter()
+                .map(|point| format!("{:?} ttl={:?}", point.to_point(), point.ttl()))
+                .collect(),
+            rejects: rejects.counts().collect(),
+            samples: rejects.samples().to_vec(),
+            replies,
+            error,
         }
     }
 }

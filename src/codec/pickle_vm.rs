@@ -278,10 +278,15 @@ impl<'a> Machine<'a> {
             }
             0x85..=0x87 => {
                 let n = usize::from(opcode - 0x84);
+                // Like `pop`, never take items from below the innermost MARK
+                // (CPython's fence): that would leave the mark past the end
+                // of the stack.
+                let floor = self.marks.last().copied().unwrap_or(0);
                 let at = self
                     .stack
                     .len()
                     .checked_sub(n)
+                    .filter(|&at| at >= floor)
                     .ok_or(PickleError::StackUnderflow)?;
                 let items: Vec<_> = self.stack.drain(at..).collect();
                 self.push_tuple(items);

@@ -11,11 +11,13 @@ mod validate;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use regex::Regex;
 
 use crate::codec::{Limits, Protocol};
+use crate::model::Source;
 use crate::queue::WhenFull;
 use crate::rate::WhenLimited;
 use crate::translate::Translation;
@@ -28,6 +30,9 @@ pub const DEFAULT_BATCH_POINTS: usize = 500;
 pub const DEFAULT_BATCH_DELAY: Duration = Duration::from_millis(200);
 /// Default `queue.max_points`.
 pub const DEFAULT_QUEUE_POINTS: usize = 1_000_000;
+/// Default `queue.max_bytes`: room for the default point count at about
+/// 256 bytes a point, so the point bound usually decides.
+pub const DEFAULT_QUEUE_BYTES: usize = 256 << 20;
 /// Default first reconnect backoff.
 pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_millis(100);
 /// Default reconnect backoff cap.
@@ -77,8 +82,10 @@ pub struct ListenerConfig {
     pub name: String,
     /// Wire protocol.
     pub protocol: Protocol,
-    /// TCP (and UDP) address.
+    /// TCP (and UDP) address; unused by amqp listeners.
     pub listen: SocketAddr,
+    /// amqp: broker and queue settings.
+    pub amqp: Option<AmqpListenerConfig>,
     /// Whether to also listen on UDP.
     pub udp: bool,
     /// Decoder limits.
@@ -95,6 +102,49 @@ pub struct ListenerConfig {
     pub rate_limit: Option<(NonZeroU32, WhenLimited)>,
     /// Close TCP connections that send nothing for this long.
     pub idle_timeout: Duration,
+}
+
+/// What an amqp listener consumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmqpListenerConfig {
+    /// Broker URL.
+    pub url: String,
+    /// Topic exchange, declared as carbon declares it (durable).
+    pub exchange: String,
+    /// Durable queue name; `None` for an exclusive server-named queue.
+    pub queue: Option<String>,
+    /// Binding keys.
+    pub bind_patterns: Vec<String>,
+    /// Body lines carry the metric name (`metric value timestamp`).
+    pub metric_name_in_body: bool,
+    /// Most unacknowledged messages (the backpressure window).
+    pub prefetch: u16,
+}
+
+/// How an amqp upstream lays points out in messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AmqpBody {
+    /// One message per point: routing key = name, body `value timestamp`.
+    Carbon,
+    /// Plaintext `metric value timestamp` lines, many per message.
+    PlaintextLines,
+    /// Another output protocol's encoding (pickle without its length header).
+    Encoded(Protocol),
+}
+
+/// Where and how an amqp upstream publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmqpUpstreamConfig {
+    /// Broker URL.
+    pub url: String,
+    /// Topic exchange.
+    pub exchange: String,
+    /// Body layout.
+    pub body: AmqpBody,
+    /// Routing key of multi-point bodies.
+    pub routing_key: String,
+    /// Declare the exchange (topic, durable) before publishing.
+    pub declare: bool,
 }
 
 /// One output.
@@ -130,7 +180,57 @@ pub struct UpstreamConfig {
     pub concurrency: usize,
     /// Points per second sent to the upstream.
     pub rate_limit: Option<NonZeroU32>,
+    /// IRONdb upstreams: the check identity of points that carry none.
+    pub check: Option<Arc<Source>>,
+    /// irondb_flatbuffer: write the current `CMLS` generation, not `CIML`.
+    pub flatbuffer_cmls: bool,
+    /// HTTP upstreams: send with PUT rather than POST.
+    pub http_put: bool,
+    /// Disk spool, if configured.
+    pub spool: Option<SpoolConfig>,
 }
+
+/// `spool:` of an upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpoolConfig {
+    /// Directory of the segment files.
+    pub dir: PathBuf,
+    /// Most bytes on disk.
+    pub max_bytes: u64,
+    /// When spooled bytes are synced to disk.
+    pub fsync: Fsync,
+    /// Replay speed in points per second.
+    pub replay_points_per_second: NonZeroU32,
+    /// Delete the oldest segment when full (else wait for room).
+    pub drop_oldest_when_full: bool,
+}
+
+/// When spooled bytes reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Before a spooled batch counts as safe.
+    EveryBatch,
+    /// At most this long after it was written.
+    Interval(Duration),
+    /// When the OS decides.
+    Never,
+}
+
+/// Default AMQP exchange (carbon's `AMQP_EXCHANGE`).
+pub const DEFAULT_AMQP_EXCHANGE: &str = "graphite";
+/// Default AMQP queue of an amqp listener.
+pub const DEFAULT_AMQP_QUEUE: &str = "tsrelay";
+/// Default prefetch of an amqp listener.
+pub const DEFAULT_AMQP_PREFETCH: u16 = 1000;
+/// Default routing key of multi-point amqp bodies.
+pub const DEFAULT_AMQP_ROUTING_KEY: &str = "tsrelay";
+
+/// Default `spool.max_bytes`.
+pub const DEFAULT_SPOOL_BYTES: u64 = 1 << 30;
+/// Default `spool.replay_points_per_second`.
+pub const DEFAULT_REPLAY_POINTS_PER_SECOND: u32 = 50_000;
+/// Default `spool.fsync_interval`.
+pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where an upstream sends its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +245,8 @@ pub enum Target {
     Stdout,
     /// POSTs to an HTTP URL.
     Http(String),
+    /// Publishes to an AMQP broker.
+    Amqp(AmqpUpstreamConfig),
 }
 
 /// `batch:` of an upstream.
@@ -161,6 +263,8 @@ pub struct BatchConfig {
 pub struct QueueConfig {
     /// Capacity in points.
     pub max_points: usize,
+    /// Capacity in bytes of batch memory.
+    pub max_bytes: usize,
     /// Overflow policy.
     pub when_full: WhenFull,
 }

@@ -56,8 +56,22 @@ pub struct RawListener {
     pub name: String,
     /// Wire protocol.
     pub protocol: Protocol,
-    /// `ip:port` to listen on.
-    pub listen: String,
+    /// `ip:port` to listen on (every protocol but amqp).
+    pub listen: Option<String>,
+    /// amqp: broker URL, `amqp://user:pass@host:port/vhost`.
+    pub url: Option<String>,
+    /// amqp: topic exchange to bind to (default `graphite`).
+    pub exchange: Option<String>,
+    /// amqp: durable queue name (default `tsrelay`).
+    pub queue: Option<String>,
+    /// amqp: use an exclusive server-named queue instead, as carbon does.
+    pub exclusive_queue: Option<bool>,
+    /// amqp: binding keys (default `["#"]`).
+    pub bind_patterns: Option<Vec<String>>,
+    /// amqp: body lines are `metric value timestamp` (else the routing key is the name).
+    pub metric_name_in_body: Option<bool>,
+    /// amqp: most unacknowledged messages.
+    pub prefetch: Option<u16>,
     /// Also listen on UDP (graphite_plaintext only).
     #[serde(default)]
     pub udp: bool,
@@ -148,6 +162,122 @@ pub struct RawUpstream {
     pub concurrency: Option<usize>,
     /// Points per second sent to the upstream.
     pub rate_limit: Option<RawUpstreamRate>,
+    /// IRONdb upstreams: the check identity of points that carry none.
+    pub check: Option<RawCheck>,
+    /// irondb_flatbuffer: `ciml` (legacy, default) or `cmls` (current).
+    pub flatbuffer_schema: Option<RawFlatbufferSchema>,
+    /// irondb_raw: `post` (default) or `put`.
+    pub method: Option<RawMethod>,
+    /// Graphite and KairosDB upstreams: what becomes of histograms.
+    pub histograms: Option<RawHistograms>,
+    /// Disk spool for points the upstream cannot take now.
+    pub spool: Option<RawSpool>,
+    /// amqp: topic exchange published to (default `graphite`).
+    pub exchange: Option<String>,
+    /// amqp: `carbon`, `plaintext_lines` or an output protocol name.
+    pub body: Option<String>,
+    /// amqp: routing key of multi-point bodies (default `tsrelay`).
+    pub routing_key: Option<String>,
+    /// amqp: declare the exchange (default true).
+    pub declare: Option<bool>,
+}
+
+/// `upstreams[].spool`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpool {
+    /// Directory of the segment files (one upstream per directory).
+    pub dir: String,
+    /// Most bytes on disk.
+    pub max_bytes: Option<ByteSize>,
+    /// `every_batch` (default), `interval` or `never`.
+    pub fsync: Option<RawFsync>,
+    /// For `fsync: interval`: how often.
+    pub fsync_interval: Option<HumanDuration>,
+    /// Replay speed once the upstream is back, so a backlog does not flatten it.
+    pub replay_points_per_second: Option<u32>,
+    /// When the spool is full: `drop_oldest` (default, counted) or `block`.
+    pub when_full: Option<RawSpoolFull>,
+}
+
+/// `upstreams[].spool.fsync`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawFsync {
+    /// Sync before a spooled batch counts as safe.
+    EveryBatch,
+    /// Sync every `fsync_interval`.
+    Interval,
+    /// Leave it to the OS.
+    Never,
+}
+
+/// `upstreams[].spool.when_full`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawSpoolFull {
+    /// Delete the oldest segment (counted).
+    DropOldest,
+    /// Wait for room.
+    Block,
+}
+
+/// `upstreams[].check`: an IRONdb check identity.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    /// IRONdb account id.
+    pub account_id: i32,
+    /// Check UUID.
+    pub check_uuid: String,
+    /// Check name.
+    pub check_name: String,
+    /// Check target (host).
+    pub target: Option<String>,
+    /// Check module.
+    pub module: Option<String>,
+}
+
+/// `upstreams[].flatbuffer_schema`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawFlatbufferSchema {
+    /// Legacy generation, identifier `CIML` (gosnowth, IRONdb docs).
+    Ciml,
+    /// Current reconnoiter generation, identifier `CMLS`.
+    Cmls,
+}
+
+/// `upstreams[].method`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawMethod {
+    /// HTTP POST.
+    Post,
+    /// HTTP PUT.
+    Put,
+}
+
+/// `upstreams[].histograms`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHistograms {
+    /// `summary` (default) or `drop`.
+    pub mode: Option<RawHistogramMode>,
+    /// Summary series written, among count, sum, mean, min, max.
+    pub stats: Option<Vec<String>>,
+    /// Quantiles written as `.p50`, `.p99`, `.p99_9` series.
+    pub quantiles: Option<Vec<f64>>,
+}
+
+/// `upstreams[].histograms.mode`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawHistogramMode {
+    /// Write summary series.
+    Summary,
+    /// Drop histograms (counted).
+    Drop,
 }
 
 /// `upstreams[].graphite_tags`.
@@ -188,6 +318,8 @@ pub struct RawBatch {
 pub struct RawQueue {
     /// Capacity in points.
     pub max_points: Option<usize>,
+    /// Capacity in bytes of batch memory.
+    pub max_bytes: Option<ByteSize>,
     /// What to do when full.
     pub when_full: Option<crate::queue::WhenFull>,
 }

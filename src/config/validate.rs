@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use regex::Regex;
 
@@ -12,6 +13,7 @@ use super::raw::{
     OneOrMany, RawCluster, RawClusterKind, RawConfig, RawFnv1aKeys, RawHashKey, RawListener,
     RawRewrite, RawRoute, RawUpstream,
 };
+use super::{AmqpBody, AmqpListenerConfig, AmqpUpstreamConfig, Fsync, SpoolConfig};
 use super::{
     BatchConfig, ClusterConfig, ClusterKind, Config, ConfigError, Destination, Fnv1aKeys, HashKey,
     ListenerConfig, Matcher, Member, QueueConfig, RetryConfig, Rewrite, RouteConfig, TagMatcher,
@@ -20,8 +22,9 @@ use super::{
     DEFAULT_SHUTDOWN_GRACE,
 };
 use crate::codec::{Limits, Protocol};
+use crate::model::Source;
 use crate::queue::WhenFull;
-use crate::translate::{GraphiteTags, Template, Translation};
+use crate::translate::{default_stats, GraphiteTags, HistogramPolicy, Stat, Template, Translation};
 
 /// Checks a raw configuration and resolves it into [`Config`].
 ///
@@ -85,6 +88,20 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             ),
         ));
     }
+    let mut spool_dirs = HashSet::new();
+    for (i, upstream) in upstreams.iter().enumerate() {
+        if let Some(spool) = &upstream.spool {
+            if !spool_dirs.insert(spool.dir.clone()) {
+                return Err(invalid(
+                    &format!("upstreams[{i}].spool.dir"),
+                    format!(
+                        "{} is already the spool of another upstream",
+                        spool.dir.display()
+                    ),
+                ));
+            }
+        }
+    }
     let shutdown_grace = raw
         .shutdown
         .and_then(|s| s.grace)
@@ -100,7 +117,6 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
 }
 
 fn validate_listener(raw: RawListener, path: &str) -> Result<ListenerConfig, ConfigError> {
-    let listen = parse_socket_addr(&raw.listen, &format!("{path}.listen"))?;
     let mut limits = Limits::default();
     if !matches!(
         raw.protocol,
@@ -108,15 +124,28 @@ fn validate_listener(raw: RawListener, path: &str) -> Result<ListenerConfig, Con
             | Protocol::GraphitePickle
             | Protocol::KairosdbTelnet
             | Protocol::Http
+            | Protocol::Amqp
     ) {
         return Err(invalid(
             &format!("{path}.protocol"),
             format!(
-                "listener protocol {} is not available yet (graphite_plaintext, graphite_pickle, kairosdb_telnet, http)",
+                "listener protocol {} is not available (graphite_plaintext, graphite_pickle, kairosdb_telnet, http, amqp)",
                 raw.protocol
             ),
         ));
     }
+    let amqp = validate_amqp_listener(&raw, path)?;
+    let listen = match (&raw.listen, raw.protocol) {
+        (None, Protocol::Amqp) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        (Some(_), Protocol::Amqp) => {
+            return Err(invalid(
+                &format!("{path}.listen"),
+                "amqp listeners consume from a broker: give its url instead",
+            ))
+        }
+        (Some(listen), _) => parse_socket_addr(listen, &format!("{path}.listen"))?,
+        (None, _) => return Err(invalid(&format!("{path}.listen"), "is required (ip:port)")),
+    };
     if raw.protocol == Protocol::KairosdbTelnet {
         limits.max_line_bytes = super::DEFAULT_TELNET_LINE_BYTES;
     }
@@ -229,6 +258,7 @@ fn validate_listener(raw: RawListener, path: &str) -> Result<ListenerConfig, Con
         ));
     }
     Ok(ListenerConfig {
+        amqp,
         idle_timeout,
         rate_limit,
         default_tag,
@@ -241,6 +271,152 @@ fn validate_listener(raw: RawListener, path: &str) -> Result<ListenerConfig, Con
         limits,
         max_connections,
     })
+}
+
+/// An `amqp://` URL (TLS to the broker is not built in).
+fn check_amqp_url(url: Option<&String>, path: &str) -> Result<String, ConfigError> {
+    let url = url.ok_or_else(|| {
+        invalid(
+            &format!("{path}.url"),
+            "is required (amqp://user:pass@host:5672/%2f)",
+        )
+    })?;
+    if !url.starts_with("amqp://") {
+        return Err(invalid(
+            &format!("{path}.url"),
+            "must be an amqp:// URL (TLS to brokers is not built in yet)",
+        ));
+    }
+    Ok(url.clone())
+}
+
+fn validate_amqp_listener(
+    raw: &RawListener,
+    path: &str,
+) -> Result<Option<AmqpListenerConfig>, ConfigError> {
+    if raw.protocol != Protocol::Amqp {
+        for (present, key) in [
+            (raw.url.is_some(), "url"),
+            (raw.exchange.is_some(), "exchange"),
+            (raw.queue.is_some(), "queue"),
+            (raw.exclusive_queue.is_some(), "exclusive_queue"),
+            (raw.bind_patterns.is_some(), "bind_patterns"),
+            (raw.metric_name_in_body.is_some(), "metric_name_in_body"),
+            (raw.prefetch.is_some(), "prefetch"),
+        ] {
+            if present {
+                return Err(invalid(
+                    &format!("{path}.{key}"),
+                    "only amqp listeners take it",
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    let url = check_amqp_url(raw.url.as_ref(), path)?;
+    let exclusive = raw.exclusive_queue.unwrap_or(false);
+    if exclusive && raw.queue.is_some() {
+        return Err(invalid(
+            &format!("{path}.queue"),
+            "an exclusive queue is named by the server; drop queue or exclusive_queue",
+        ));
+    }
+    let bind_patterns = raw
+        .bind_patterns
+        .clone()
+        .unwrap_or_else(|| vec!["#".to_owned()]);
+    if bind_patterns.is_empty() {
+        return Err(invalid(
+            &format!("{path}.bind_patterns"),
+            "needs at least one pattern",
+        ));
+    }
+    let prefetch = raw.prefetch.unwrap_or(super::DEFAULT_AMQP_PREFETCH);
+    if prefetch == 0 {
+        return Err(invalid(
+            &format!("{path}.prefetch"),
+            "must be greater than 0 (it bounds unacknowledged messages)",
+        ));
+    }
+    Ok(Some(AmqpListenerConfig {
+        url,
+        exchange: raw
+            .exchange
+            .clone()
+            .unwrap_or_else(|| super::DEFAULT_AMQP_EXCHANGE.to_owned()),
+        queue: if exclusive {
+            None
+        } else {
+            Some(
+                raw.queue
+                    .clone()
+                    .unwrap_or_else(|| super::DEFAULT_AMQP_QUEUE.to_owned()),
+            )
+        },
+        bind_patterns,
+        metric_name_in_body: raw.metric_name_in_body.unwrap_or(false),
+        prefetch,
+    }))
+}
+
+fn validate_amqp_upstream(
+    raw: &RawUpstream,
+    path: &str,
+) -> Result<(Target, Protocol), ConfigError> {
+    let url = check_amqp_url(raw.url.as_ref(), path)?;
+    let body = match raw.body.as_deref() {
+        None | Some("carbon") => AmqpBody::Carbon,
+        Some("plaintext_lines") => AmqpBody::PlaintextLines,
+        Some(other) => {
+            let protocol: Protocol = serde_yaml_ng::from_str(other).map_err(|_| {
+                invalid(
+                    &format!("{path}.body"),
+                    format!("{other:?} is not carbon, plaintext_lines or a protocol name"),
+                )
+            })?;
+            if !matches!(
+                protocol,
+                Protocol::GraphitePlaintext
+                    | Protocol::GraphitePickle
+                    | Protocol::KairosdbTelnet
+                    | Protocol::KairosdbRest
+                    | Protocol::IrondbRaw
+                    | Protocol::IrondbFlatbuffer
+            ) {
+                return Err(invalid(
+                    &format!("{path}.body"),
+                    format!("{protocol} has no message encoding"),
+                ));
+            }
+            AmqpBody::Encoded(protocol)
+        }
+    };
+    if body == AmqpBody::Carbon && raw.routing_key.is_some() {
+        return Err(invalid(
+            &format!("{path}.routing_key"),
+            "carbon bodies are routed by metric name",
+        ));
+    }
+    let format = match body {
+        AmqpBody::Carbon | AmqpBody::PlaintextLines => Protocol::GraphitePlaintext,
+        AmqpBody::Encoded(protocol) => protocol,
+    };
+    Ok((
+        Target::Amqp(AmqpUpstreamConfig {
+            url,
+            exchange: raw
+                .exchange
+                .clone()
+                .unwrap_or_else(|| super::DEFAULT_AMQP_EXCHANGE.to_owned()),
+            body,
+            routing_key: raw
+                .routing_key
+                .clone()
+                .unwrap_or_else(|| super::DEFAULT_AMQP_ROUTING_KEY.to_owned()),
+            declare: raw.declare.unwrap_or(true),
+        }),
+        format,
+    ))
 }
 
 fn validate_upstream(raw: RawUpstream, path: &str) -> Result<UpstreamConfig, ConfigError> {
@@ -265,8 +441,22 @@ fn validate_upstream(raw: RawUpstream, path: &str) -> Result<UpstreamConfig, Con
         max_points: queue
             .and_then(|q| q.max_points)
             .unwrap_or(DEFAULT_QUEUE_POINTS),
+        max_bytes: queue
+            .and_then(|q| q.max_bytes)
+            .map_or(super::DEFAULT_QUEUE_BYTES, |b| {
+                usize::try_from(b.0).unwrap_or(usize::MAX)
+            }),
         when_full: queue.and_then(|q| q.when_full).unwrap_or(WhenFull::Block),
     };
+    if queue.max_bytes < 4096 || queue.max_bytes > crate::queue::MAX_CAPACITY {
+        return Err(invalid(
+            &format!("{path}.queue.max_bytes"),
+            format!(
+                "must be between 4KiB and {} bytes",
+                crate::queue::MAX_CAPACITY
+            ),
+        ));
+    }
     if queue.max_points == 0 || queue.max_points > crate::queue::MAX_CAPACITY {
         return Err(invalid(
             &format!("{path}.queue.max_points"),
@@ -303,11 +493,57 @@ fn validate_upstream(raw: RawUpstream, path: &str) -> Result<UpstreamConfig, Con
             "must be greater than 0",
         ));
     }
+    let is_irondb = matches!(
+        raw.protocol,
+        Protocol::IrondbRaw | Protocol::IrondbFlatbuffer
+    );
+    if !is_irondb {
+        for (present, key) in [
+            (raw.check.is_some(), "check"),
+            (raw.flatbuffer_schema.is_some(), "flatbuffer_schema"),
+            (raw.method.is_some(), "method"),
+        ] {
+            if present {
+                return Err(invalid(
+                    &format!("{path}.{key}"),
+                    "only IRONdb upstreams (irondb_raw, irondb_flatbuffer) take it",
+                ));
+            }
+        }
+    }
+    if raw.flatbuffer_schema.is_some() && raw.protocol != Protocol::IrondbFlatbuffer {
+        return Err(invalid(
+            &format!("{path}.flatbuffer_schema"),
+            "only irondb_flatbuffer upstreams take flatbuffer_schema",
+        ));
+    }
+    let spool = raw
+        .spool
+        .as_ref()
+        .map(|spool| validate_spool(spool, &format!("{path}.spool")))
+        .transpose()?;
+    if queue.when_full == WhenFull::Spill && spool.is_none() {
+        return Err(invalid(
+            &format!("{path}.queue.when_full"),
+            "spill needs a spool: {dir: ...}",
+        ));
+    }
+    let check = raw
+        .check
+        .as_ref()
+        .map(|check| validate_check(check, &format!("{path}.check")))
+        .transpose()?;
     Ok(UpstreamConfig {
         translation,
+        check,
+        flatbuffer_cmls: raw.flatbuffer_schema == Some(raw::RawFlatbufferSchema::Cmls),
+        http_put: raw.method == Some(raw::RawMethod::Put),
+        spool,
         telnet_putm: raw.telnet_command == Some(raw::RawTelnetCommand::Putm),
         max_line_bytes,
-        gzip: raw.gzip.unwrap_or(true),
+        // Whether an IRONdb node takes gzip bodies is not documented, so
+        // IRONdb upstreams send plain bodies unless told otherwise.
+        gzip: raw.gzip.unwrap_or(!is_irondb),
         request_timeout: raw
             .request_timeout
             .map_or(super::DEFAULT_REQUEST_TIMEOUT, |d| d.0),
@@ -333,6 +569,166 @@ fn validate_upstream(raw: RawUpstream, path: &str) -> Result<UpstreamConfig, Con
         retry,
         connect_timeout: raw.connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0),
     })
+}
+
+fn validate_spool(raw: &raw::RawSpool, path: &str) -> Result<SpoolConfig, ConfigError> {
+    if raw.dir.trim().is_empty() {
+        return Err(invalid(&format!("{path}.dir"), "must not be empty"));
+    }
+    let max_bytes = raw.max_bytes.map_or(super::DEFAULT_SPOOL_BYTES, |b| b.0);
+    if max_bytes < 1 << 20 {
+        return Err(invalid(
+            &format!("{path}.max_bytes"),
+            "must be at least 1MiB",
+        ));
+    }
+    let fsync = match (raw.fsync, raw.fsync_interval) {
+        (None | Some(raw::RawFsync::EveryBatch), None) => Fsync::EveryBatch,
+        (Some(raw::RawFsync::Never), None) => Fsync::Never,
+        (Some(raw::RawFsync::Interval), interval) => {
+            let interval = interval.map_or(super::DEFAULT_FSYNC_INTERVAL, |d| d.0);
+            if interval.is_zero() {
+                return Err(invalid(
+                    &format!("{path}.fsync_interval"),
+                    "must be greater than 0",
+                ));
+            }
+            Fsync::Interval(interval)
+        }
+        (_, Some(_)) => {
+            return Err(invalid(
+                &format!("{path}.fsync_interval"),
+                "goes with fsync: interval",
+            ))
+        }
+    };
+    let replay = raw
+        .replay_points_per_second
+        .unwrap_or(super::DEFAULT_REPLAY_POINTS_PER_SECOND);
+    let replay_points_per_second = NonZeroU32::new(replay).ok_or_else(|| {
+        invalid(
+            &format!("{path}.replay_points_per_second"),
+            "must be greater than 0",
+        )
+    })?;
+    Ok(SpoolConfig {
+        dir: PathBuf::from(&raw.dir),
+        max_bytes,
+        fsync,
+        replay_points_per_second,
+        drop_oldest_when_full: raw.when_full != Some(raw::RawSpoolFull::Block),
+    })
+}
+
+/// An IRONdb check identity: a UUID in canonical text form (stored in lower case).
+fn validate_check(check: &raw::RawCheck, path: &str) -> Result<Arc<Source>, ConfigError> {
+    let uuid = check.check_uuid.to_ascii_lowercase();
+    let canonical = uuid.len() == 36
+        && uuid.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    if !canonical {
+        return Err(invalid(
+            &format!("{path}.check_uuid"),
+            format!(
+                "{:?} is not a UUID (8-4-4-4-12 hex digits)",
+                check.check_uuid
+            ),
+        ));
+    }
+    let forbidden = |text: &str| text.contains(['`', '\t', '\n', '\r']);
+    for (key, value) in [
+        ("check_name", Some(check.check_name.as_str())),
+        ("target", check.target.as_deref()),
+        ("module", check.module.as_deref()),
+    ] {
+        if value.is_some_and(|v| v.is_empty() || forbidden(v)) {
+            return Err(invalid(
+                &format!("{path}.{key}"),
+                "must be non-empty, without backquotes, tabs or line breaks",
+            ));
+        }
+    }
+    Ok(Arc::new(Source {
+        account_id: Some(check.account_id),
+        check_uuid: Some(uuid),
+        check_name: Some(check.check_name.clone()),
+        target: check.target.clone(),
+        module: check.module.clone(),
+    }))
+}
+
+/// `histograms:` of a Graphite or KairosDB upstream.
+fn validate_histograms(raw: &RawUpstream, path: &str) -> Result<HistogramPolicy, ConfigError> {
+    let carries_histograms = matches!(
+        raw.protocol,
+        Protocol::IrondbRaw | Protocol::IrondbFlatbuffer
+    );
+    let Some(config) = raw.histograms.as_ref() else {
+        return Ok(if carries_histograms {
+            HistogramPolicy::Keep
+        } else {
+            HistogramPolicy::Summary(default_stats())
+        });
+    };
+    let path = format!("{path}.histograms");
+    if carries_histograms {
+        return Err(invalid(
+            &path,
+            "IRONdb upstreams carry histograms as they are",
+        ));
+    }
+    if config.mode == Some(raw::RawHistogramMode::Drop) {
+        if config.stats.is_some() || config.quantiles.is_some() {
+            return Err(invalid(&path, "stats and quantiles go with mode: summary"));
+        }
+        return Ok(HistogramPolicy::Drop);
+    }
+    let mut stats = Vec::new();
+    match &config.stats {
+        None => stats.extend(
+            default_stats()
+                .into_iter()
+                .filter(|stat| !matches!(stat, Stat::Quantile(_))),
+        ),
+        Some(names) => {
+            for (i, name) in names.iter().enumerate() {
+                let stat = Stat::parse(name).ok_or_else(|| {
+                    invalid(
+                        &format!("{path}.stats[{i}]"),
+                        format!("{name:?} is not one of count, sum, mean, min, max"),
+                    )
+                })?;
+                stats.push(stat);
+            }
+        }
+    }
+    match &config.quantiles {
+        None => stats.extend(
+            default_stats()
+                .into_iter()
+                .filter(|stat| matches!(stat, Stat::Quantile(_))),
+        ),
+        Some(quantiles) => {
+            for (i, q) in quantiles.iter().enumerate() {
+                if !(0.0..=1.0).contains(q) {
+                    return Err(invalid(
+                        &format!("{path}.quantiles[{i}]"),
+                        "must be between 0 and 1",
+                    ));
+                }
+                stats.push(Stat::Quantile(*q));
+            }
+        }
+    }
+    if stats.is_empty() {
+        return Err(invalid(
+            &path,
+            "a summary needs at least one stat or quantile",
+        ));
+    }
+    Ok(HistogramPolicy::Summary(stats))
 }
 
 fn validate_translation(raw: &RawUpstream, path: &str) -> Result<Translation, ConfigError> {
@@ -390,6 +786,7 @@ fn validate_translation(raw: &RawUpstream, path: &str) -> Result<Translation, Co
             .collect(),
         default_tag,
         graphite_tags,
+        histograms: validate_histograms(raw, path)?,
     })
 }
 
@@ -411,11 +808,34 @@ fn validate_target(raw: &RawUpstream, path: &str) -> Result<(Target, Protocol), 
             Ok(())
         }
     };
-    let is_http = raw.protocol == Protocol::KairosdbRest;
+    let is_http = matches!(
+        raw.protocol,
+        Protocol::KairosdbRest | Protocol::IrondbRaw | Protocol::IrondbFlatbuffer
+    );
+    let is_amqp = raw.protocol == Protocol::Amqp;
+    for (present, key) in [
+        (raw.exchange.is_some(), "exchange"),
+        (raw.body.is_some(), "body"),
+        (raw.routing_key.is_some(), "routing_key"),
+        (raw.declare.is_some(), "declare"),
+    ] {
+        forbid(present && !is_amqp, key, "only amqp upstreams take it")?;
+    }
+    if is_amqp {
+        forbid(
+            raw.address.is_some(),
+            "address",
+            "amqp upstreams take a url",
+        )?;
+        forbid(raw.udp, "udp", "amqp upstreams take a url")?;
+        forbid(raw.path.is_some(), "path", "amqp upstreams take a url")?;
+        forbid(raw.format.is_some(), "format", "amqp upstreams take body")?;
+        return validate_amqp_upstream(raw, path);
+    }
     forbid(
         raw.url.is_some() && !is_http,
         "url",
-        "only HTTP upstreams (kairosdb_rest) take a url",
+        "only HTTP upstreams (kairosdb_rest, irondb_raw, irondb_flatbuffer) take a url",
     )?;
     forbid(
         raw.gzip.is_some() && !is_http,
@@ -444,18 +864,20 @@ fn validate_target(raw: &RawUpstream, path: &str) -> Result<(Target, Protocol), 
         "only kairosdb_telnet upstreams take max_line_length",
     )?;
     match raw.protocol {
-        Protocol::KairosdbRest => {
+        Protocol::KairosdbRest | Protocol::IrondbRaw | Protocol::IrondbFlatbuffer => {
             forbid(
                 raw.address.is_some(),
                 "address",
                 "HTTP upstreams take a url",
             )?;
             forbid(raw.udp, "udp", "HTTP upstreams take a url")?;
+            let example = if raw.protocol == Protocol::KairosdbRest {
+                "http://host:port/api/v1/datapoints"
+            } else {
+                "http://host:8112/raw"
+            };
             let url = raw.url.clone().ok_or_else(|| {
-                invalid(
-                    &format!("{path}.url"),
-                    "is required (http://host:port/api/v1/datapoints)",
-                )
+                invalid(&format!("{path}.url"), format!("is required ({example})"))
             })?;
             if !url.starts_with("http://") {
                 return Err(invalid(
@@ -529,7 +951,8 @@ fn validate_target(raw: &RawUpstream, path: &str) -> Result<(Target, Protocol), 
             &format!("{path}.protocol"),
             format!(
                 "upstream protocol {other} is not available yet \
-                 (graphite_plaintext, graphite_pickle, kairosdb_telnet, kairosdb_rest, file)"
+                 (graphite_plaintext, graphite_pickle, kairosdb_telnet, kairosdb_rest, \
+                 irondb_raw, irondb_flatbuffer, file)"
             ),
         )),
     }
@@ -747,7 +1170,14 @@ fn validate_cluster(
             })?;
         let (host, port) = match &upstreams[upstream].target {
             Target::Tcp(address) | Target::Udp(address) => split_host_port(address),
-            Target::File(_) | Target::Stdout | Target::Http(_) => None,
+            // An HTTP member's ring identity is its URL's host and port.
+            Target::Http(url) => url
+                .strip_prefix("http://")
+                .map(|rest| rest.split('/').next().unwrap_or(rest))
+                .and_then(|authority| {
+                    split_host_port(authority).or_else(|| Some((authority.to_owned(), 80)))
+                }),
+            Target::File(_) | Target::Stdout | Target::Amqp(_) => None,
         }
         .ok_or_else(|| {
             invalid(

@@ -1,6 +1,7 @@
 //! The HTTP ingest listener: KairosDB's `POST /api/v1/datapoints` (and
-//! `GET /api/v1/version`, `/api/v1/health/check`). IRONdb's `/raw` will
-//! join this router.
+//! `GET /api/v1/version`, `/api/v1/health/check`) and IRONdb's
+//! `PUT|POST /raw` (TSV, or a Circonus FlatBuffer MetricList when the
+//! Content-Type says so), answered as IRONdb answers.
 //!
 //! Bodies are bounded before and after gzip decompression, so a gzip bomb
 //! is refused, not expanded. Valid points of a request are relayed even
@@ -23,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::RejectLog;
-use crate::codec::{kairos_json, Reason, Rejects};
+use crate::codec::{circonus_fb, irondb_tsv, kairos_json, Reason, Rejects};
 use crate::config::ListenerConfig;
 use crate::model::Batch;
 use crate::route::Router;
@@ -64,6 +65,7 @@ pub async fn run_http(
             "/api/v1/health/check",
             get(|| async { StatusCode::NO_CONTENT }),
         )
+        .route("/raw", post(irondb_raw).put(irondb_raw))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state);
     axum::serve(
@@ -126,6 +128,86 @@ async fn kairos_datapoints(
     } else {
         errors_response(StatusCode::BAD_REQUEST, outcome.errors)
     }
+}
+
+/// The media type that marks a `/raw` body as a FlatBuffer MetricList.
+const FLATBUFFER_CONTENT_TYPE: &str = "application/x-circonus-metric-list-flatbuffer";
+
+async fn irondb_raw(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            return error_response(
+                rejection.status(),
+                &format!("request body rejected: {}", rejection.body_text()),
+            );
+        }
+    };
+    state.metrics.bytes_received.inc_by(body.len() as u64);
+    let body = match decompress(&headers, &body, state.config.max_decompressed_bytes) {
+        Ok(body) => body,
+        Err(message) => {
+            count_reject(&state, peer, Reason::BadEncoding, &message);
+            return error_response(StatusCode::BAD_REQUEST, &message);
+        }
+    };
+    let flatbuffer = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .split(';')
+                .next()
+                .is_some_and(|media| media.trim().eq_ignore_ascii_case(FLATBUFFER_CONTENT_TYPE))
+        });
+    let mut batch = Batch::new();
+    let mut rejects = Rejects::default();
+    let (records, errors) = if flatbuffer {
+        match circonus_fb::decode(&body, &mut batch, &mut rejects) {
+            Ok(outcome) => (outcome.records, outcome.errors),
+            Err(err) => {
+                let message = format!("invalid MetricList FlatBuffer: {err}");
+                count_reject(&state, peer, Reason::BadFlatbuffer, &message);
+                return error_response(StatusCode::BAD_REQUEST, &message);
+            }
+        }
+    } else {
+        let outcome = irondb_tsv::parse_body(&body, &mut batch, &mut rejects);
+        (outcome.records, outcome.errors)
+    };
+    if rejects.total() > 0 {
+        state.metrics.count_rejects(&rejects);
+        state.reject_log.log(&state.config.name, peer, &rejects);
+    }
+    if !batch.is_empty() {
+        state.metrics.points_received.inc_by(batch.len() as u64);
+        super::limit_rate(state.limiter.as_deref(), peer, &mut batch, &state.metrics).await;
+        state.router.dispatch(batch).await;
+    }
+    let body = serde_json::json!({
+        "records": records,
+        "updated": records.saturating_sub(errors),
+        "misdirected": 0,
+        "errors": errors,
+    })
+    .to_string();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+/// `{"error": "..."}` with the given status (IRONdb's `/raw` style).
+fn error_response(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "error": message }).to_string();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn count_reject(state: &HttpState, peer: SocketAddr, reason: Reason, message: &str) {

@@ -12,7 +12,8 @@ use tokio::time::{timeout_at, Instant};
 
 use crate::config::BatchConfig;
 use crate::model::{Batch, PointRef};
-use crate::queue::{QueueItem, QueueReceiver};
+use crate::queue::{Permits, QueueItem, QueueReceiver};
+use crate::receipt::ReceiptPart;
 
 /// Points to encode and send as one unit.
 #[derive(Debug, Default)]
@@ -20,7 +21,8 @@ pub struct Chunk {
     segments: Vec<(Arc<Batch>, Range<usize>)>,
     n_points: usize,
     /// Queue permits freed once this chunk is delivered.
-    pub permits: u32,
+    pub permits: Permits,
+    receipts: Vec<ReceiptPart>,
 }
 
 impl Chunk {
@@ -34,8 +36,14 @@ impl Chunk {
         self.n_points == 0
     }
 
+    /// Takes the receipt parts of the inputs that asked to know when
+    /// these points are safe; confirm them once they are.
+    pub fn take_receipts(&mut self) -> Vec<ReceiptPart> {
+        std::mem::take(&mut self.receipts)
+    }
+
     /// The points in order.
-    pub fn points(&self) -> impl Iterator<Item = PointRef<'_>> + '_ {
+    pub fn points(&self) -> impl Iterator<Item = PointRef<'_>> + Clone + '_ {
         self.segments
             .iter()
             .flat_map(|(batch, range)| range.clone().filter_map(move |index| batch.get(index)))
@@ -95,6 +103,22 @@ impl Chunker {
         Some(std::mem::take(&mut self.building))
     }
 
+    /// Everything taken from the queue and not yet handed out as a chunk
+    /// (for spooling at shutdown).
+    pub fn take_leftover(&mut self) -> Option<Chunk> {
+        if let Some((item, offset)) = self.pending.take() {
+            self.building.n_points += item.batch.len() - offset;
+            self.building
+                .segments
+                .push((Arc::clone(&item.batch), offset..item.batch.len()));
+            self.building.permits += item.permits;
+            self.building.receipts.extend(item.receipt);
+        }
+        self.deadline = None;
+        let leftover = std::mem::take(&mut self.building);
+        (!leftover.is_empty()).then_some(leftover)
+    }
+
     fn take(&mut self, item: QueueItem, offset: usize) {
         let room = self.config.max_points - self.building.n_points;
         let end = item.batch.len().min(offset + room);
@@ -104,7 +128,11 @@ impl Chunker {
             .push((Arc::clone(&item.batch), offset..end));
         if end == item.batch.len() {
             self.building.permits += item.permits;
+            self.building.receipts.extend(item.receipt);
         } else {
+            if let Some(receipt) = &item.receipt {
+                self.building.receipts.push(receipt.split());
+            }
             self.pending = Some((item, end));
         }
     }
@@ -134,15 +162,15 @@ mod tests {
 
     #[tokio::test]
     async fn chunks_split_and_join_batches_in_order() {
-        let (tx, mut rx) = queue(100, WhenFull::Block);
-        assert_eq!(
+        let (tx, mut rx) = queue(100, 1 << 30, WhenFull::Block);
+        assert!(matches!(
             tx.send(batch_of(7, 0)).await,
-            crate::queue::Enqueued::Accepted
-        );
-        assert_eq!(
+            crate::queue::Enqueued::Accepted { .. }
+        ));
+        assert!(matches!(
             tx.send(batch_of(5, 7)).await,
-            crate::queue::Enqueued::Accepted
-        );
+            crate::queue::Enqueued::Accepted { .. }
+        ));
         drop(tx);
         let mut chunker = Chunker::new(BatchConfig {
             max_points: 4,
@@ -153,7 +181,7 @@ mod tests {
         while let Some(chunk) = chunker.next(&mut rx).await {
             assert!(chunk.len() <= 4);
             seen.extend(chunk.points().map(|p| p.timestamp().as_millis()));
-            permits.push(chunk.permits);
+            permits.push(chunk.permits.points);
         }
         assert_eq!(seen, (0..12).collect::<Vec<_>>());
         // The first batch's permits come back with its last point (chunk 2),
@@ -163,7 +191,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_partial_chunk_leaves_after_max_delay() {
-        let (tx, mut rx) = queue(100, WhenFull::Block);
+        let (tx, mut rx) = queue(100, 1 << 30, WhenFull::Block);
         let _ = tx.send(batch_of(2, 0)).await;
         let mut chunker = Chunker::new(BatchConfig {
             max_points: 500,

@@ -9,50 +9,71 @@
 
 mod chunk;
 mod retry;
+mod spooler;
 mod transport;
 
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::codec::{self, EncoderOptions, Skipped};
+use crate::codec::{self, EncoderOptions, Protocol, Skipped};
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Target, UpstreamConfig};
 use crate::health::UpstreamHealth;
-use crate::model::Batch;
-use crate::queue::QueueReceiver;
+use crate::model::{Batch, PointRef};
+use crate::queue::{Permits, QueueReceiver};
 use crate::rate::UpstreamLimiter;
+use crate::receipt::ReceiptPart;
 use crate::telemetry::UpstreamMetrics;
 
 pub use chunk::{Chunk, Chunker};
 pub use retry::Backoff;
-pub use transport::{HttpOptions, SendError, Transport};
+pub use spooler::Spooler;
+pub use transport::{HttpOptions, SendError, Sent, Transport};
 
 /// How often a still-failing upstream is logged again.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Runs one upstream until its queue closes and is drained.
+/// Runs one upstream until its queue closes and is drained, or until
+/// `spool_now` fires (the shutdown grace is over): then what is left goes
+/// to the spool, if there is one.
 pub async fn run_upstream(
     config: UpstreamConfig,
     mut queue: QueueReceiver,
     metrics: UpstreamMetrics,
     health: UpstreamHealth,
+    spool: Option<Spooler>,
+    spool_now: CancellationToken,
 ) {
     let options = EncoderOptions {
         telnet_putm: config.telnet_putm,
         max_line_bytes: config.max_line_bytes,
+        flatbuffer_cmls: config.flatbuffer_cmls,
+        default_source: config.check.clone(),
     };
     let Some(mut encoder) = codec::encoder_for(config.format, &options) else {
         warn!(upstream = %config.name, format = %config.format, "No encoder for this format; upstream disabled.");
         return;
     };
+    let irondb = matches!(
+        config.format,
+        Protocol::IrondbRaw | Protocol::IrondbFlatbuffer
+    );
     let http = HttpOptions {
-        content_type: "application/json",
+        content_type: match config.format {
+            Protocol::IrondbFlatbuffer => "application/x-circonus-metric-list-flatbuffer",
+            Protocol::IrondbRaw => "text/plain",
+            _ => "application/json",
+        },
         gzip: config.gzip,
         request_timeout: config.request_timeout,
+        put: config.http_put,
+        datapoints_header: config.format == Protocol::IrondbFlatbuffer,
+        irondb_reply: irondb,
     };
     let mut transport = Transport::with_http(&config.target, config.connect_timeout, http);
     let mut chunker = Chunker::new(config.batch);
@@ -69,45 +90,104 @@ pub async fn run_upstream(
     let limiter = config
         .rate_limit
         .map(|points_per_second| UpstreamLimiter::new(points_per_second, config.batch.max_points));
-    let mut in_flight: JoinSet<(bool, usize, u32)> = JoinSet::new();
-    loop {
+    let replay_rate = config
+        .spool
+        .as_ref()
+        .map_or(1, |spool| spool.replay_points_per_second.get());
+    let mut replay_at = tokio::time::Instant::now();
+    let mut in_flight: JoinSet<(bool, usize, Permits)> = JoinSet::new();
+    let interrupted = 'run: loop {
         // A failed upstream gets no new points from failover and any_of
         // clusters, so it must find out by itself that it is back; and
         // finished requests are accounted for while waiting for points.
-        let chunk = loop {
+        let next = loop {
             // Only a failed upstream's backoff advances here.
             let probe_delay = if health.get() {
                 Duration::from_secs(3600)
             } else {
                 backoff.next_delay()
             };
+            // Spooled points are replayed at their own rate beside live
+            // traffic, and only while the upstream takes points.
+            let replay = spool.as_ref().is_some_and(Spooler::has_pending) && health.get();
             tokio::select! {
-                chunk = chunker.next(&mut queue) => break chunk,
+                biased;
+                () = spool_now.cancelled(), if spool.is_some() => break Next::SpoolNow,
+                () = tokio::time::sleep_until(replay_at), if replay => break Next::Replay,
+                chunk = chunker.next(&mut queue) => break Next::Chunk(chunk),
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                     finish_request(done, &queue, &metrics);
                 }
-                _ = tokio::time::sleep(probe_delay), if !health.get() => {
+                () = tokio::time::sleep(probe_delay), if !health.get() => {
                     probe(&config, &mut transport, &metrics, &health, &mut backoff, &mut failure_log).await;
                 }
             }
         };
-        let Some(chunk) = chunk else { break };
+        let mut chunk = match next {
+            Next::SpoolNow => break 'run true,
+            Next::Replay => {
+                let Some(spool) = spool.as_ref() else {
+                    continue;
+                };
+                let Some((id, batch)) = spool.next().await else {
+                    continue;
+                };
+                let n_points = batch.len();
+                let mut link = Link {
+                    config: &config,
+                    transport: &mut transport,
+                    metrics: &metrics,
+                    health: &health,
+                    backoff: &mut backoff,
+                    failure_log: &mut failure_log,
+                };
+                let mut sent = 0;
+                for start in (0..n_points).step_by(config.batch.max_points.max(1)) {
+                    let end = (start + config.batch.max_points).min(n_points);
+                    let points = (start..end).filter_map(|i| batch.get(i));
+                    buffer.clear();
+                    let written = encode(&config, &mut *encoder, points, &mut buffer, &metrics);
+                    if buffer.is_empty() {
+                        continue;
+                    }
+                    tokio::select! {
+                        biased;
+                        () = spool_now.cancelled() => {
+                            // Not committed: the record stays spooled.
+                            spool.rewind();
+                            break 'run true;
+                        }
+                        delivered = link.send_until_delivered(&buffer, written) => {
+                            if delivered {
+                                sent += written;
+                            }
+                        }
+                    }
+                }
+                spool.commit(id).await;
+                metrics.points_replayed.inc_by(sent as u64);
+                metrics.points_sent.inc_by(sent as u64);
+                replay_at = tokio::time::Instant::now()
+                    + Duration::from_secs_f64(n_points as f64 / f64::from(replay_rate));
+                continue;
+            }
+            Next::Chunk(None) => break 'run false,
+            Next::Chunk(Some(chunk)) => chunk,
+        };
+        // Settled points (delivered, refused for good, or unrepresentable:
+        // each counted) confirm their inputs' receipts; an abort does not.
+        let receipts = chunk.take_receipts();
         if let Some(limiter) = &limiter {
             limiter.wait(chunk.len()).await;
         }
         buffer.clear();
-        let mut skipped = Skipped::default();
-        let written = if config.translation.is_identity() {
-            encoder.encode(&mut chunk.points(), &mut buffer, &mut skipped)
-        } else {
-            let mut translated = Batch::with_capacity(chunk.len(), 0);
-            for point in chunk.points() {
-                config.translation.apply(&point, &mut translated);
-            }
-            let written = encoder.encode(&mut translated.iter(), &mut buffer, &mut skipped);
-            written
-        };
-        metrics.count_skipped(&skipped);
+        let written = encode(
+            &config,
+            &mut *encoder,
+            chunk.points(),
+            &mut buffer,
+            &metrics,
+        );
         if !buffer.is_empty() && concurrency > 1 {
             while in_flight.len() >= concurrency {
                 if let Some(done) = in_flight.join_next().await {
@@ -121,9 +201,20 @@ pub async fn run_upstream(
                 metrics: metrics.clone(),
                 health: health.clone(),
             };
-            let permits = chunk.permits;
-            in_flight
-                .spawn(async move { (request.deliver(&bytes, written).await, written, permits) });
+            let (spool, spool_now) = (spool.clone(), spool_now.clone());
+            in_flight.spawn(async move {
+                let permits = chunk.permits;
+                let delivered = tokio::select! {
+                    biased;
+                    () = spool_now.cancelled(), if spool.is_some() => {
+                        spool_chunk(spool.as_ref(), &chunk, receipts).await;
+                        return (false, 0, permits);
+                    }
+                    delivered = request.deliver(&bytes, written) => delivered,
+                };
+                receipts.into_iter().for_each(ReceiptPart::confirm);
+                (delivered, written, permits)
+            });
             while let Some(done) = in_flight.try_join_next() {
                 finish_request(done, &queue, &metrics);
             }
@@ -138,19 +229,103 @@ pub async fn run_upstream(
                 backoff: &mut backoff,
                 failure_log: &mut failure_log,
             };
-            if !link.send_until_delivered(&buffer, written).await {
+            let delivered = tokio::select! {
+                biased;
+                () = spool_now.cancelled(), if spool.is_some() => {
+                    spool_chunk(spool.as_ref(), &chunk, receipts).await;
+                    queue.release(chunk.permits);
+                    break 'run true;
+                }
+                delivered = link.send_until_delivered(&buffer, written) => delivered,
+            };
+            if !delivered {
+                receipts.into_iter().for_each(ReceiptPart::confirm);
                 queue.release(chunk.permits);
                 continue;
             }
         }
+        receipts.into_iter().for_each(ReceiptPart::confirm);
         metrics.points_sent.inc_by(written as u64);
         queue.release(chunk.permits);
         metrics.queue_depth.set(queue.depth() as i64);
+    };
+    if interrupted {
+        // The grace period is over: what is still queued goes to the spool.
+        let mut spooled = 0;
+        if let Some(mut leftover) = chunker.take_leftover() {
+            let receipts = leftover.take_receipts();
+            spooled += leftover.len();
+            spool_chunk(spool.as_ref(), &leftover, receipts).await;
+            queue.release(leftover.permits);
+        }
+        while let Some(item) = queue.try_recv() {
+            spooled += item.batch.len();
+            let safe = match spool.as_ref() {
+                Some(spool) => spool.write(item.batch.iter()).await,
+                None => false,
+            };
+            if let Some(receipt) = item.receipt {
+                if safe {
+                    receipt.confirm();
+                }
+            }
+            queue.release(item.permits);
+        }
+        while let Some(done) = in_flight.join_next().await {
+            finish_request(done, &queue, &metrics);
+        }
+        info!(upstream = %config.name, spooled, "Grace period over; undelivered points spooled.");
+        return;
     }
     while let Some(done) = in_flight.join_next().await {
         finish_request(done, &queue, &metrics);
     }
     info!(upstream = %config.name, "Upstream drained and stopped.");
+}
+
+/// What the upstream loop does next.
+enum Next {
+    /// Send a chunk of live points (`None`: the queue is closed and empty).
+    Chunk(Option<Chunk>),
+    /// Replay one spooled record.
+    Replay,
+    /// The grace period is over: spool what is left and stop.
+    SpoolNow,
+}
+
+/// Encodes points for the upstream, translating them first when needed;
+/// returns how many were written and counts the rest.
+fn encode<'a>(
+    config: &UpstreamConfig,
+    encoder: &mut dyn codec::Encoder,
+    points: impl Iterator<Item = PointRef<'a>> + Clone,
+    buffer: &mut Vec<u8>,
+    metrics: &UpstreamMetrics,
+) -> usize {
+    let mut skipped = Skipped::default();
+    let written = if config.translation.passes(points.clone()) {
+        encoder.encode(&mut points.into_iter(), buffer, &mut skipped)
+    } else {
+        let mut translated = Batch::new();
+        for point in points {
+            config.translation.apply(&point, &mut translated);
+        }
+        let written = encoder.encode(&mut translated.iter(), buffer, &mut skipped);
+        written
+    };
+    metrics.count_skipped(&skipped);
+    written
+}
+
+/// Writes a chunk's points to the spool; confirms their receipts once safe.
+async fn spool_chunk(spool: Option<&Spooler>, chunk: &Chunk, receipts: Vec<ReceiptPart>) {
+    let safe = match spool {
+        Some(spool) => spool.write(chunk.points()).await,
+        None => false,
+    };
+    if safe {
+        receipts.into_iter().for_each(ReceiptPart::confirm);
+    }
 }
 
 /// One HTTP request in flight, with its own connection handle and backoff.
@@ -183,7 +358,7 @@ impl Request {
 
 /// Accounts for a finished request: sent points and returned permits.
 fn finish_request(
-    done: Result<(bool, usize, u32), tokio::task::JoinError>,
+    done: Result<(bool, usize, Permits), tokio::task::JoinError>,
     queue: &QueueReceiver,
     metrics: &UpstreamMetrics,
 ) {
@@ -214,9 +389,11 @@ impl Link<'_> {
     /// Returns false when the upstream refused them for good (counted).
     async fn send_until_delivered(&mut self, bytes: &[u8], n_points: usize) -> bool {
         loop {
-            match self.transport.send(bytes).await {
-                Ok(connected) => {
-                    self.succeeded(connected);
+            match self.transport.send_points(bytes, n_points).await {
+                Ok(sent) => {
+                    self.metrics.remote_errors.inc_by(sent.remote_errors);
+                    self.metrics.misdirected.inc_by(sent.misdirected);
+                    self.succeeded(sent.connected);
                     return true;
                 }
                 Err(err) if !err.is_retryable() => {

@@ -107,17 +107,28 @@ pub enum Transport {
     },
     /// Writes to standard output.
     Stdout(Stdout),
+    /// A target that publishes through its own task (AMQP): every send fails.
+    Elsewhere(String),
     /// POSTs each chunk as one request body.
     Http {
         /// The URL.
         url: String,
         /// Keep-alive connection pool.
         client: reqwest::Client,
-        /// The body's media type.
-        content_type: &'static str,
-        /// Gzip bodies.
-        gzip: bool,
+        /// Method, media type, compression and reply handling.
+        options: HttpOptions,
     },
+}
+
+/// What a successful send reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// A new connection was made for it.
+    pub connected: bool,
+    /// IRONdb's `/raw` answer: records it could not store.
+    pub remote_errors: u64,
+    /// IRONdb's `/raw` answer: records this node does not own.
+    pub misdirected: u64,
 }
 
 impl Transport {
@@ -143,6 +154,7 @@ impl Transport {
                 file: None,
             },
             Target::Stdout => Transport::Stdout(tokio::io::stdout()),
+            Target::Amqp(amqp) => Transport::Elsewhere(amqp.url.clone()),
             Target::Http(url) => Transport::Http {
                 url: url.clone(),
                 client: reqwest::Client::builder()
@@ -151,8 +163,7 @@ impl Transport {
                     .pool_idle_timeout(Duration::from_secs(60))
                     .build()
                     .unwrap_or_else(|_| reqwest::Client::new()),
-                content_type: http.content_type,
-                gzip: http.gzip,
+                options: http,
             },
         }
     }
@@ -164,13 +175,11 @@ impl Transport {
             Transport::Http {
                 url,
                 client,
-                content_type,
-                gzip,
+                options,
             } => Some(Transport::Http {
                 url: url.clone(),
                 client: client.clone(),
-                content_type,
-                gzip: *gzip,
+                options: *options,
             }),
             _ => None,
         }
@@ -183,6 +192,7 @@ impl Transport {
             Transport::Udp { socket, .. } => socket.is_some(),
             Transport::File { file, .. } => file.is_some(),
             Transport::Stdout(_) | Transport::Http { .. } => true,
+            Transport::Elsewhere(_) => false,
         }
     }
 
@@ -208,6 +218,34 @@ impl Transport {
     /// # Errors
     /// [`SendError`]; the transport is closed and will re-open on the next call.
     pub async fn send(&mut self, bytes: &[u8]) -> Result<bool, SendError> {
+        self.send_points(bytes, 0).await.map(|sent| sent.connected)
+    }
+
+    /// Like [`Transport::send`] for bytes holding `n_points` points (HTTP
+    /// upstreams may announce the count), with what the upstream answered.
+    ///
+    /// # Errors
+    /// [`SendError`]; the transport is closed and will re-open on the next call.
+    pub async fn send_points(&mut self, bytes: &[u8], n_points: usize) -> Result<Sent, SendError> {
+        if let Transport::Http {
+            url,
+            client,
+            options,
+        } = self
+        {
+            if bytes.is_empty() {
+                return Ok(Sent::default());
+            }
+            return send_http(url, client, options, bytes, n_points).await;
+        }
+        let connected = self.send_stream(bytes).await?;
+        Ok(Sent {
+            connected,
+            ..Sent::default()
+        })
+    }
+
+    async fn send_stream(&mut self, bytes: &[u8]) -> Result<bool, SendError> {
         match self {
             Transport::Tcp {
                 address,
@@ -242,17 +280,11 @@ impl Transport {
                 })?;
                 Ok(opened)
             }
-            Transport::Http {
-                url,
-                client,
-                content_type,
-                gzip,
-            } => {
-                if bytes.is_empty() {
-                    return Ok(false);
-                }
-                send_http(url, client, content_type, *gzip, bytes).await
-            }
+            Transport::Http { .. } => Ok(false),
+            Transport::Elsewhere(address) => Err(SendError::Connect {
+                address: address.clone(),
+                source: io::Error::other("this target is not written through a byte transport"),
+            }),
             Transport::Stdout(stdout) => {
                 let write = async {
                     stdout.write_all(bytes).await?;
@@ -277,6 +309,12 @@ pub struct HttpOptions {
     pub gzip: bool,
     /// Time limit of one request.
     pub request_timeout: Duration,
+    /// PUT rather than POST.
+    pub put: bool,
+    /// Send `X-Snowth-Datapoints` with the number of points (IRONdb).
+    pub datapoints_header: bool,
+    /// Read IRONdb's JSON counts from a 200 answer.
+    pub irondb_reply: bool,
 }
 
 impl Default for HttpOptions {
@@ -285,21 +323,39 @@ impl Default for HttpOptions {
             content_type: "application/json",
             gzip: true,
             request_timeout: Duration::from_secs(30),
+            put: false,
+            datapoints_header: false,
+            irondb_reply: false,
         }
     }
+}
+
+/// IRONdb's `/raw` answer: `{"records":N,"updated":N,"misdirected":N,"errors":N}`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct IrondbReply {
+    #[serde(default)]
+    errors: u64,
+    #[serde(default)]
+    misdirected: u64,
 }
 
 async fn send_http(
     url: &str,
     client: &reqwest::Client,
-    content_type: &'static str,
-    gzip: bool,
+    options: &HttpOptions,
     bytes: &[u8],
-) -> Result<bool, SendError> {
-    let mut request = client
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, content_type);
-    let body = if gzip {
+    n_points: usize,
+) -> Result<Sent, SendError> {
+    let mut request = if options.put {
+        client.put(url)
+    } else {
+        client.post(url)
+    }
+    .header(reqwest::header::CONTENT_TYPE, options.content_type);
+    if options.datapoints_header {
+        request = request.header("X-Snowth-Datapoints", n_points);
+    }
+    let body = if options.gzip {
         request = request.header(reqwest::header::CONTENT_ENCODING, "gzip");
         gzip_bytes(bytes)
     } else {
@@ -312,7 +368,17 @@ async fn send_http(
     let response = request.body(body).send().await.map_err(request_error)?;
     let status = response.status();
     if status.is_success() {
-        return Ok(false);
+        let mut sent = Sent::default();
+        if options.irondb_reply {
+            // The data is stored once IRONdb answers 2xx; an unreadable
+            // count only loses the statistics, so it is not an error.
+            let text = response.text().await.unwrap_or_default();
+            if let Ok(reply) = serde_json::from_str::<IrondbReply>(&text) {
+                sent.remote_errors = reply.errors;
+                sent.misdirected = reply.misdirected;
+            }
+        }
+        return Ok(sent);
     }
     let body = response.text().await.unwrap_or_default();
     let body: String = body.chars().take(ERROR_BODY_BYTES).collect();

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::health::Health;
 use crate::model::Batch;
 use crate::queue::{Enqueued, QueueSender};
+use crate::receipt::ReceiptPart;
 use crate::telemetry::{RouterMetrics, UpstreamMetrics};
 
 pub use rules::{Placement, Renamed, Rules};
@@ -61,6 +62,8 @@ pub struct RouteTarget {
     pub queue: QueueSender,
     /// The upstream's counters.
     pub metrics: UpstreamMetrics,
+    /// The upstream's disk spool, where `spill` sends what the queue cannot take.
+    pub spool: Option<crate::output::Spooler>,
 }
 
 /// Rules plus the queues they feed.
@@ -91,7 +94,16 @@ impl Router {
     /// Routes a batch and queues it; returns once every queue accepted or
     /// dropped its share (under `block` this is where inputs wait).
     pub async fn dispatch(&self, batch: Batch) {
+        self.dispatch_tracked(batch, None).await;
+    }
+
+    /// Like [`Router::dispatch`], with a receipt that is confirmed once
+    /// every copy of every point is safe (see [`crate::receipt`]).
+    pub async fn dispatch_tracked(&self, batch: Batch, receipt: Option<ReceiptPart>) {
         if batch.is_empty() {
+            if let Some(receipt) = receipt {
+                receipt.confirm();
+            }
             return;
         }
         let placements: Vec<Placement> = batch
@@ -108,7 +120,11 @@ impl Router {
             let targets = first.original;
             let batch = Arc::new(batch);
             for index in targets.iter() {
-                self.enqueue(index, Arc::clone(&batch)).await;
+                let part = receipt.as_ref().map(ReceiptPart::split);
+                self.enqueue(index, Arc::clone(&batch), part).await;
+            }
+            if let Some(receipt) = receipt {
+                receipt.confirm();
             }
             return;
         }
@@ -131,17 +147,36 @@ impl Router {
         }
         for (index, share) in shares.into_iter().enumerate() {
             if let Some(share) = share {
-                self.enqueue(index, Arc::new(share)).await;
+                let part = receipt.as_ref().map(ReceiptPart::split);
+                self.enqueue(index, Arc::new(share), part).await;
             }
+        }
+        if let Some(receipt) = receipt {
+            receipt.confirm();
         }
     }
 
-    async fn enqueue(&self, index: usize, batch: Arc<Batch>) {
+    async fn enqueue(&self, index: usize, batch: Arc<Batch>, receipt: Option<ReceiptPart>) {
         let target = &self.targets[index];
         let n_points = batch.len() as u64;
         target.metrics.points_routed.inc_by(n_points);
-        match target.queue.send(batch).await {
-            Enqueued::Accepted => {}
+        match target.queue.send_tracked(batch, receipt).await {
+            Enqueued::Accepted { displaced } => {
+                target.metrics.dropped_queue_full.inc_by(displaced as u64);
+            }
+            Enqueued::Full { batch, receipt } => {
+                // Configuration guarantees a spool for `spill`.
+                let safe = match &target.spool {
+                    Some(spool) => spool.write(batch.iter()).await,
+                    None => {
+                        target.metrics.dropped_queue_full.inc_by(batch.len() as u64);
+                        false
+                    }
+                };
+                if let (true, Some(receipt)) = (safe, receipt) {
+                    receipt.confirm();
+                }
+            }
             Enqueued::Dropped { n_points } => {
                 target.metrics.dropped_queue_full.inc_by(n_points as u64);
             }

@@ -6,8 +6,10 @@
 //!
 //! Pure: no I/O, no clock.
 
+mod histogram;
 mod template;
 
+pub use histogram::{default_stats, HistogramPolicy, Stat};
 pub use template::{Template, TemplateError};
 
 use crate::model::{Batch, PointRef};
@@ -36,15 +38,23 @@ pub struct Translation {
     pub default_tag: Option<(String, String)>,
     /// Tag handling for Graphite targets.
     pub graphite_tags: GraphiteTags,
+    /// What becomes of histograms (targets without them).
+    pub histograms: HistogramPolicy,
 }
 
 impl Translation {
-    /// True when points pass unchanged.
+    /// True when points other than histograms pass unchanged.
     pub fn is_identity(&self) -> bool {
         self.templates.is_empty()
             && self.add_tags.is_empty()
             && self.default_tag.is_none()
             && self.graphite_tags == GraphiteTags::Keep
+    }
+
+    /// True when these points pass unchanged, so the chunk can be encoded
+    /// without a copy.
+    pub fn passes<'a>(&self, mut points: impl Iterator<Item = PointRef<'a>>) -> bool {
+        self.is_identity() && !points.any(|point| self.histograms.expands(&point))
     }
 
     /// Appends the translated form of `point` to `out`.
@@ -90,9 +100,14 @@ impl Translation {
                 flat
             }
         };
+        let tag_refs: smallvec::SmallVec<[(&str, &str); 8]> =
+            tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        if self.histograms.expand(point, &name, &tag_refs, out) {
+            return;
+        }
         out.push(
             &name,
-            tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            tag_refs.iter().copied(),
             point.timestamp(),
             point.value().clone(),
             point.source().cloned(),
@@ -159,6 +174,7 @@ mod tests {
             add_tags: vec![("source".into(), "graphite".into())],
             default_tag: Some(("add".into(), "tag".into())),
             graphite_tags: GraphiteTags::Keep,
+            histograms: HistogramPolicy::Keep,
         };
         let (name, tags) = translate(&translation, "servers.web01.cpu.load", &[]);
         assert_eq!(name, "cpu.load");

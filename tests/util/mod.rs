@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod carbon;
+pub mod irondb;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};

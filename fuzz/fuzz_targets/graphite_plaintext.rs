@@ -1,0 +1,8 @@
+//! The `graphite_plaintext` stream decoder over two reads; see `tsrelay_fuzz::stream_decoder`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tsrelay::codec::Protocol;
+use tsrelay_fuzz::{stream_decoder, Framing};
+
+fuzz_target!(|data: &[u8]| stream_decoder(Protocol::GraphitePlaintext, Framing::Lines, data));

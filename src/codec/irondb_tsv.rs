@@ -22,8 +22,9 @@
 //! take the encoder's default one; the check name is written verbatim when
 //! it already starts with `c_<account>_` (reconnoiter's
 //! `c_<account>_<bundle>::<module>`), otherwise as
-//! `c_<account>_<check_name>::<module>` (an absent check name counts as
-//! empty). Timestamps before 1970 cannot be written as `%u.%03u`: such
+//! `c_<account>_<bundle>::<module>`, where the bundle is the check name when
+//! it is numeric and 0 otherwise (IRONdb wants a numeric check bundle id,
+//! which only checks that came from IRONdb carry). Timestamps before 1970 cannot be written as `%u.%03u`: such
 //! points are skipped and counted as [`Unrepresentable::TimestampOutOfRange`].
 //!
 //! This module is pure: no I/O, no logging, no clock.
@@ -428,10 +429,18 @@ fn write_check(source: &Source, out: &mut Vec<u8>) -> Result<(), Unrepresentable
     if circonus_account(check_name) == Some(account) {
         out.extend_from_slice(check_name.as_bytes());
     } else {
+        // The field needs a numeric check bundle id, which only a check
+        // that came from IRONdb has: a numeric check name is taken as one,
+        // anything else becomes bundle 0 (the name is informational).
+        let bundle = if !check_name.is_empty() && check_name.bytes().all(|b| b.is_ascii_digit()) {
+            check_name
+        } else {
+            "0"
+        };
         out.extend_from_slice(b"c_");
         out.extend_from_slice(itoa::Buffer::new().format(account).as_bytes());
         out.push(b'_');
-        out.extend_from_slice(check_name.as_bytes());
+        out.extend_from_slice(bundle.as_bytes());
         out.extend_from_slice(b"::");
         out.extend_from_slice(module.as_bytes());
     }
@@ -929,7 +938,7 @@ mod tests {
         let (text, skipped) = encode_with(&mut encoder, &batch);
         assert_eq!(skipped.total(), 0);
         let lower = uuid.to_ascii_lowercase();
-        let fallback = format!("`graphite`c_7_relay::graphite`{lower}");
+        let fallback = format!("`graphite`c_7_0::graphite`{lower}");
         assert_eq!(
             text,
             format!(

@@ -2,12 +2,16 @@
 //! encoding each protocol (run with `cargo bench --bench codecs`).
 
 use criterion::{criterion_main, BatchSize, Criterion, Throughput};
+use std::sync::Arc;
 use tsrelay::codec::graphite_pickle::{GraphitePickleDecoder, GraphitePickleEncoder};
 use tsrelay::codec::graphite_plain::{GraphitePlainDecoder, GraphitePlainEncoder};
 use tsrelay::codec::kairos_json::{self, KairosJsonEncoder};
 use tsrelay::codec::kairos_telnet::{KairosTelnetDecoder, KairosTelnetEncoder};
-use tsrelay::codec::{Encoder, Rejects, Skipped, StreamDecoder};
-use tsrelay::model::{Batch, PointRef, Timestamp};
+
+use tsrelay::codec::circonus_fb::{self, CirconusFbEncoder, Generation};
+use tsrelay::codec::irondb_tsv::{self, IrondbTsvEncoder};
+use tsrelay::codec::{circllhist, Encoder, Rejects, Skipped, StreamDecoder};
+use tsrelay::model::{Batch, Histogram, PointRef, Source, Timestamp};
 
 const N_POINTS: usize = 10_000;
 const NOW: Timestamp = Timestamp::from_millis(1_800_000_000_000);
@@ -97,6 +101,60 @@ fn codecs(c: &mut Criterion) {
         &|bytes, out| kairos_json::parse_body(bytes, out).n_points,
         &|points, out| KairosJsonEncoder.encode(points, out, &mut Skipped::default()),
     );
+    // IRONdb points carry a check identity and stream tags.
+    let check = Arc::new(Source {
+        account_id: Some(123),
+        check_uuid: Some("1b988fd7-d1e1-48ec-848e-55709511d43f".to_owned()),
+        check_name: Some("c_123_987654::http".to_owned()),
+        target: Some("example.com".to_owned()),
+        module: Some("http".to_owned()),
+    });
+    let mut iron = Batch::with_capacity(N_POINTS, plaintext.len());
+    for point in tagged.iter() {
+        iron.push(
+            point.name(),
+            point.tags(),
+            point.timestamp(),
+            point.value().clone(),
+            Some(Arc::clone(&check)),
+        );
+    }
+    let mut tsv = Vec::new();
+    IrondbTsvEncoder::default().encode(&mut iron.iter(), &mut tsv, &mut Skipped::default());
+    bench_codec(
+        c,
+        "irondb_tsv",
+        &tsv,
+        &iron,
+        &|bytes, out| irondb_tsv::parse_body(bytes, out, &mut Rejects::default()).records as usize,
+        &|points, out| IrondbTsvEncoder::default().encode(points, out, &mut Skipped::default()),
+    );
+    for (name, generation) in [
+        ("flatbuffer_ciml", Generation::Ciml),
+        ("flatbuffer_cmls", Generation::Cmls),
+    ] {
+        let mut encoder = CirconusFbEncoder::new(generation, None);
+        let mut body = Vec::new();
+        encoder.encode(&mut iron.iter(), &mut body, &mut Skipped::default());
+        bench_codec(
+            c,
+            name,
+            &body,
+            &iron,
+            &|bytes, out| {
+                circonus_fb::decode(bytes, out, &mut Rejects::default())
+                    .map_or(0, |outcome| outcome.records as usize)
+            },
+            &|points, out| {
+                CirconusFbEncoder::new(generation, None).encode(
+                    points,
+                    out,
+                    &mut Skipped::default(),
+                )
+            },
+        );
+    }
+    bench_circllhist(c);
     bench_codec(
         c,
         "graphite_pickle",
@@ -105,6 +163,48 @@ fn codecs(c: &mut Criterion) {
         &|bytes, out| decode_stream(&mut GraphitePickleDecoder::new(1 << 20), bytes, out),
         &|points, out| pickle_frames_into(points, out),
     );
+}
+
+/// circllhist base64 (`H1`) write and read of latency-like histograms.
+fn bench_circllhist(c: &mut Criterion) {
+    const N_HISTOGRAMS: usize = 1_000;
+    let histograms: Vec<Histogram> = (0..N_HISTOGRAMS)
+        .map(|i| {
+            Histogram::from_values(
+                (0..200).map(|j| 0.001 * (1.0 + ((i * 7 + j * 13) % 997) as f64 * 1.7)),
+            )
+        })
+        .collect();
+    let encoded: Vec<Vec<u8>> = histograms
+        .iter()
+        .map(|h| {
+            let mut out = Vec::new();
+            circllhist::encode_base64(h, &mut out);
+            out
+        })
+        .collect();
+    let mut group = c.benchmark_group("circllhist_base64");
+    group.throughput(Throughput::Elements(N_HISTOGRAMS as u64));
+    group.bench_function("encode", |b| {
+        let mut out = Vec::with_capacity(1 << 16);
+        b.iter(|| {
+            out.clear();
+            for h in &histograms {
+                circllhist::encode_base64(h, &mut out);
+            }
+            out.len()
+        })
+    });
+    group.bench_function("decode", |b| {
+        b.iter(|| {
+            encoded
+                .iter()
+                .filter_map(|text| circllhist::decode_base64(text).ok())
+                .map(|h| h.bins.len())
+                .sum::<usize>()
+        })
+    });
+    group.finish();
 }
 
 type DecodeFn<'a> = &'a dyn Fn(&[u8], &mut Batch) -> usize;

@@ -9,6 +9,7 @@ mod backpressure;
 mod carbon;
 mod cli;
 mod clusters;
+mod faults;
 mod graphite;
 mod irondb;
 mod kairos;

@@ -945,7 +945,7 @@ mod tests {
                 "M\t1.000\t{CHECK}\town\tl\t1\n\
                  M\t1.000\t{fallback}\tnone\tl\t2\n\
                  M\t1.000\t{fallback}\tpartial\tl\t3\n\
-                 M\t1.000\texample.com`http`c_123_c_999_5::http::http`1b988fd7-d1e1-48ec-848e-55709511d43f\tother\tl\t4\n"
+                 M\t1.000\texample.com`http`c_123_0::http`1b988fd7-d1e1-48ec-848e-55709511d43f\tother\tl\t4\n"
             )
         );
         let (text, skipped) = encode_with(&mut IrondbTsvEncoder::default(), &batch);

@@ -86,6 +86,8 @@ pub struct ListenerConfig {
     pub listen: SocketAddr,
     /// amqp: broker and queue settings.
     pub amqp: Option<AmqpListenerConfig>,
+    /// http: answer only once points are delivered or spooled.
+    pub ack_safe: bool,
     /// Whether to also listen on UDP.
     pub udp: bool,
     /// Decoder limits.

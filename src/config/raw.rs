@@ -58,6 +58,8 @@ pub struct RawListener {
     pub protocol: Protocol,
     /// `ip:port` to listen on (every protocol but amqp).
     pub listen: Option<String>,
+    /// http: answer once points are `queued` (default) or `safe` (delivered or spooled).
+    pub ack: Option<RawAck>,
     /// amqp: broker URL, `amqp://user:pass@host:port/vhost`.
     pub url: Option<String>,
     /// amqp: topic exchange to bind to (default `graphite`).
@@ -91,6 +93,16 @@ pub struct RawListener {
     pub rate_limit: Option<RawListenerRate>,
     /// TCP listeners: close a connection that sends nothing for this long.
     pub idle_timeout: Option<HumanDuration>,
+}
+
+/// `listeners[].ack`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawAck {
+    /// Answer once the points are queued.
+    Queued,
+    /// Answer once every copy is delivered or written to a spool.
+    Safe,
 }
 
 /// `listeners[].rate_limit`.

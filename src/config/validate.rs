@@ -169,6 +169,7 @@ fn validate_listener(raw: RawListener, path: &str) -> Result<ListenerConfig, Con
         "max_body_bytes",
         Protocol::Http,
     )?;
+    only(raw.ack.is_some(), "ack", Protocol::Http)?;
     only(
         raw.max_decompressed_bytes.is_some(),
         "max_decompressed_bytes",
@@ -258,6 +259,7 @@ fn validate_listener(raw: RawListener, path: &str) -> Result<ListenerConfig, Con
         ));
     }
     Ok(ListenerConfig {
+        ack_safe: raw.ack == Some(raw::RawAck::Safe),
         amqp,
         idle_timeout,
         rate_limit,

@@ -118,16 +118,37 @@ async fn kairos_datapoints(
         state.metrics.count_rejects(&rejects);
         state.reject_log.log(&state.config.name, peer, &rejects);
     }
-    if !batch.is_empty() {
-        state.metrics.points_received.inc_by(batch.len() as u64);
-        super::limit_rate(state.limiter.as_deref(), peer, &mut batch, &state.metrics).await;
-        state.router.dispatch(batch).await;
+    if !relay(&state, peer, batch).await {
+        return errors_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            vec![
+                "the relay is shutting down before these points were safe; send them again"
+                    .to_owned(),
+            ],
+        );
     }
     if outcome.errors.is_empty() {
         StatusCode::NO_CONTENT.into_response()
     } else {
         errors_response(StatusCode::BAD_REQUEST, outcome.errors)
     }
+}
+
+/// Rate-limits and routes a request's points. With `ack: safe` it waits
+/// until every copy is delivered or spooled; false when they were not.
+async fn relay(state: &HttpState, peer: SocketAddr, mut batch: Batch) -> bool {
+    if batch.is_empty() {
+        return true;
+    }
+    state.metrics.points_received.inc_by(batch.len() as u64);
+    super::limit_rate(state.limiter.as_deref(), peer, &mut batch, &state.metrics).await;
+    if !state.config.ack_safe {
+        state.router.dispatch(batch).await;
+        return true;
+    }
+    let (part, waiter) = crate::receipt::receipt();
+    state.router.dispatch_tracked(batch, Some(part)).await;
+    waiter.wait().await
 }
 
 /// The media type that marks a `/raw` body as a FlatBuffer MetricList.
@@ -184,10 +205,11 @@ async fn irondb_raw(
         state.metrics.count_rejects(&rejects);
         state.reject_log.log(&state.config.name, peer, &rejects);
     }
-    if !batch.is_empty() {
-        state.metrics.points_received.inc_by(batch.len() as u64);
-        super::limit_rate(state.limiter.as_deref(), peer, &mut batch, &state.metrics).await;
-        state.router.dispatch(batch).await;
+    if !relay(&state, peer, batch).await {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the relay is shutting down before these points were safe; send them again",
+        );
     }
     let body = serde_json::json!({
         "records": records,

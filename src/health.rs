@@ -9,52 +9,56 @@ use std::sync::Arc;
 /// Every upstream's flag, indexed like the configuration's upstreams.
 #[derive(Debug, Clone)]
 pub struct Health {
-    flags: Arc<[AtomicBool]>,
+    flags: Arc<[UpstreamHealth]>,
 }
 
-/// One upstream's flag, held by its task.
+/// One upstream's flag, held by its task; it outlives a reload that keeps
+/// the upstream, whatever its new index.
 #[derive(Debug, Clone)]
 pub struct UpstreamHealth {
-    flags: Arc<[AtomicBool]>,
-    index: usize,
+    flag: Arc<AtomicBool>,
+}
+
+impl Default for UpstreamHealth {
+    fn default() -> Self {
+        Self {
+            flag: Arc::new(AtomicBool::new(true)),
+        }
+    }
 }
 
 impl Health {
     /// Flags for `n_upstreams` upstreams, all healthy.
     pub fn new(n_upstreams: usize) -> Self {
+        Self::from_upstreams((0..n_upstreams).map(|_| UpstreamHealth::default()))
+    }
+
+    /// The flags of these upstreams, in this order.
+    pub fn from_upstreams(upstreams: impl IntoIterator<Item = UpstreamHealth>) -> Self {
         Self {
-            flags: (0..n_upstreams).map(|_| AtomicBool::new(true)).collect(),
+            flags: upstreams.into_iter().collect(),
         }
     }
 
     /// True unless the upstream's last attempt failed.
     pub fn is_healthy(&self, upstream: usize) -> bool {
-        self.flags
-            .get(upstream)
-            .is_none_or(|flag| flag.load(Ordering::Relaxed))
+        self.flags.get(upstream).is_none_or(UpstreamHealth::get)
     }
 
     /// The handle for one upstream's task.
     pub fn upstream(&self, index: usize) -> UpstreamHealth {
-        UpstreamHealth {
-            flags: Arc::clone(&self.flags),
-            index,
-        }
+        self.flags.get(index).cloned().unwrap_or_default()
     }
 }
 
 impl UpstreamHealth {
     /// Records the outcome of the latest attempt.
     pub fn set(&self, healthy: bool) {
-        if let Some(flag) = self.flags.get(self.index) {
-            flag.store(healthy, Ordering::Relaxed);
-        }
+        self.flag.store(healthy, Ordering::Relaxed);
     }
 
     /// The current state.
     pub fn get(&self) -> bool {
-        self.flags
-            .get(self.index)
-            .is_none_or(|flag| flag.load(Ordering::Relaxed))
+        self.flag.load(Ordering::Relaxed)
     }
 }

@@ -146,7 +146,11 @@ fn main() -> anyhow::Result<()> {
                 .thread_name("tsrelay")
                 .build()
                 .context("cannot start the runtime")?;
-            runtime.block_on(tsrelay::relay::run(config, shutdown_signal()))?;
+            runtime.block_on(tsrelay::relay::run(
+                config,
+                Some(cli.config.clone()),
+                shutdown_signal(),
+            ))?;
             Ok(())
         }
     }

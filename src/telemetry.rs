@@ -308,10 +308,12 @@ impl TelemetryBuilder {
         }
     }
 
-    /// Freezes the registry.
-    pub fn build(self) -> Telemetry {
+    /// Hands the registry to the admin endpoint. The builder keeps its
+    /// metric families, so handles for upstreams and listeners started
+    /// later (on reload) still show up in the same registry.
+    pub fn build(&mut self) -> Telemetry {
         Telemetry {
-            registry: Arc::new(self.registry),
+            registry: Arc::new(std::mem::take(&mut self.registry)),
         }
     }
 }

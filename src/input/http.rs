@@ -27,14 +27,14 @@ use super::RejectLog;
 use crate::codec::{circonus_fb, irondb_tsv, kairos_json, Reason, Rejects};
 use crate::config::ListenerConfig;
 use crate::model::Batch;
-use crate::route::Router;
+use crate::route::RouterHandle;
 use crate::telemetry::ListenerMetrics;
 
 #[derive(Clone)]
 struct HttpState {
     limiter: Option<Arc<crate::rate::PeerLimiter>>,
     config: Arc<ListenerConfig>,
-    router: Arc<Router>,
+    router: RouterHandle,
     metrics: ListenerMetrics,
     reject_log: RejectLog,
 }
@@ -46,7 +46,7 @@ struct HttpState {
 pub async fn run_http(
     config: ListenerConfig,
     listener: TcpListener,
-    router: Arc<Router>,
+    router: RouterHandle,
     metrics: ListenerMetrics,
     token: CancellationToken,
 ) -> std::io::Result<()> {

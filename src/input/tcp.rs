@@ -17,7 +17,7 @@ use super::RejectLog;
 use crate::codec::{self, DecoderOptions, Rejects};
 use crate::config::ListenerConfig;
 use crate::model::{Batch, Timestamp};
-use crate::route::Router;
+use crate::route::RouterHandle;
 use crate::telemetry::ListenerMetrics;
 
 /// Bytes requested per read.
@@ -27,7 +27,7 @@ const READ_BYTES: usize = 256 * 1024;
 pub async fn run_listener(
     config: ListenerConfig,
     listener: TcpListener,
-    router: Arc<Router>,
+    router: RouterHandle,
     metrics: ListenerMetrics,
     token: CancellationToken,
     tasks: TaskTracker,
@@ -63,7 +63,7 @@ pub async fn run_listener(
         let connection = Connection {
             limiter: limiter.clone(),
             config: Arc::clone(&config),
-            router: Arc::clone(&router),
+            router: router.clone(),
             metrics: metrics.clone(),
             reject_log: reject_log.clone(),
             peer,
@@ -85,7 +85,7 @@ pub async fn run_listener(
 struct Connection {
     limiter: Option<Arc<crate::rate::PeerLimiter>>,
     config: Arc<ListenerConfig>,
-    router: Arc<Router>,
+    router: RouterHandle,
     metrics: ListenerMetrics,
     reject_log: RejectLog,
     peer: SocketAddr,

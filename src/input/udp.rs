@@ -2,8 +2,6 @@
 //! needs no `\n`). Datagrams that arrive together are decoded into one
 //! batch, so a burst costs one dispatch.
 
-use std::sync::Arc;
-
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -12,7 +10,7 @@ use super::RejectLog;
 use crate::codec::{graphite_plain, Rejects};
 use crate::config::ListenerConfig;
 use crate::model::{Batch, Timestamp};
-use crate::route::Router;
+use crate::route::RouterHandle;
 use crate::telemetry::ListenerMetrics;
 
 /// Points gathered from queued datagrams before a dispatch.
@@ -22,7 +20,7 @@ const POINTS_PER_DISPATCH: usize = 4096;
 pub async fn run_udp(
     config: ListenerConfig,
     socket: UdpSocket,
-    router: Arc<Router>,
+    router: RouterHandle,
     metrics: ListenerMetrics,
     token: CancellationToken,
 ) {

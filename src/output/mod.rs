@@ -40,7 +40,8 @@ const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Runs one upstream until its queue closes and is drained, or until
 /// `spool_now` fires (the shutdown grace is over): then what is left goes
-/// to the spool, if there is one.
+/// to the spool, if there is one. Once `retire` fires it no longer
+/// replays the spool.
 pub async fn run_upstream(
     config: UpstreamConfig,
     mut queue: QueueReceiver,
@@ -48,6 +49,7 @@ pub async fn run_upstream(
     health: UpstreamHealth,
     spool: Option<Spooler>,
     spool_now: CancellationToken,
+    retire: CancellationToken,
 ) {
     let options = EncoderOptions {
         telnet_putm: config.telnet_putm,
@@ -109,7 +111,10 @@ pub async fn run_upstream(
             };
             // Spooled points are replayed at their own rate beside live
             // traffic, and only while the upstream takes points.
-            let replay = spool.as_ref().is_some_and(Spooler::has_pending) && health.get();
+            // A retired upstream (replaced on reload) leaves that to its successor.
+            let replay = spool.as_ref().is_some_and(Spooler::has_pending)
+                && health.get()
+                && !retire.is_cancelled();
             tokio::select! {
                 biased;
                 () = spool_now.cancelled(), if spool.is_some() => break Next::SpoolNow,

@@ -66,6 +66,49 @@ pub struct RouteTarget {
     pub spool: Option<crate::output::Spooler>,
 }
 
+/// The router inputs hold: the current [`Router`], swapped whole on reload.
+#[derive(Debug, Clone)]
+pub struct RouterHandle {
+    current: Arc<std::sync::RwLock<Arc<Router>>>,
+}
+
+impl RouterHandle {
+    /// A handle on `router`.
+    pub fn new(router: Router) -> Self {
+        Self {
+            current: Arc::new(std::sync::RwLock::new(Arc::new(router))),
+        }
+    }
+
+    /// The router in force now.
+    pub fn current(&self) -> Arc<Router> {
+        let guard = self
+            .current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(&guard)
+    }
+
+    /// Puts `router` in force; batches being routed finish with the old one.
+    pub fn replace(&self, router: Router) {
+        let mut guard = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard = Arc::new(router);
+    }
+
+    /// Routes a batch with the router in force (see [`Router::dispatch`]).
+    pub async fn dispatch(&self, batch: Batch) {
+        self.current().dispatch(batch).await;
+    }
+
+    /// Routes a tracked batch (see [`Router::dispatch_tracked`]).
+    pub async fn dispatch_tracked(&self, batch: Batch, receipt: Option<ReceiptPart>) {
+        self.current().dispatch_tracked(batch, receipt).await;
+    }
+}
+
 /// Rules plus the queues they feed.
 #[derive(Debug)]
 pub struct Router {

@@ -196,6 +196,20 @@ impl Relay {
             .map_or(0, |kib| kib * 1024)
     }
 
+    /// Rewrites relay.yaml with `yaml` (keeping the admin listener) and sends SIGHUP.
+    pub fn reload(&self, yaml: &str) {
+        let config_path = self.dir.path().join("relay.yaml");
+        std::fs::write(
+            &config_path,
+            format!("admin: {{listen: {}}}\n{yaml}", self.admin),
+        )
+        .expect("write config");
+        let _ = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.pid().to_string())
+            .status();
+    }
+
     /// Kills the relay with SIGKILL (no drain, no spooling) and waits.
     pub fn kill(mut self) {
         if let Some(mut child) = self.child.take() {

@@ -118,3 +118,34 @@ fn idle_connections_are_closed_and_their_lines_kept() {
         1.0
     );
 }
+
+#[test]
+fn a_slow_http_upload_is_cut_off_at_the_request_timeout() {
+    use std::io::{Read, Write};
+    let port = free_port();
+    let sink = Sink::start();
+    let relay = Relay::start(&format!(
+        "listeners:\n  - {{name: http, protocol: http, listen: 127.0.0.1:{port}, request_timeout: 300ms}}\n\
+         upstreams:\n  - {{name: sink, protocol: graphite_plaintext, address: 127.0.0.1:{}}}\n\
+         routes:\n  - {{default: true, to: [sink]}}\n",
+        sink.port
+    ));
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    // Headers promise 100 bytes; only 10 ever come.
+    stream
+        .write_all(b"POST /api/v1/datapoints HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n[{\"name\":")
+        .expect("send");
+    let started = Instant::now();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "{answer}\n{}",
+        relay.stderr()
+    );
+    assert!(answer.contains("request not completed"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

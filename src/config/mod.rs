@@ -53,6 +53,9 @@ pub const DEFAULT_TELNET_LINE_BYTES: usize = 1024;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
 /// Default largest decompressed HTTP body.
 pub const DEFAULT_MAX_DECOMPRESSED_BYTES: usize = 64 << 20;
+/// Default time limit of one request to an HTTP listener: slow or stalled
+/// clients cannot hold a connection and its buffers for longer.
+pub const DEFAULT_LISTENER_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default HTTP requests in flight per upstream.
 pub const DEFAULT_HTTP_CONCURRENCY: usize = 4;
 /// Default time limit of one HTTP request to an upstream.
@@ -88,6 +91,8 @@ pub struct ListenerConfig {
     pub amqp: Option<AmqpListenerConfig>,
     /// http: answer only once points are delivered or spooled.
     pub ack_safe: bool,
+    /// http: most time one request may take, body upload included.
+    pub request_timeout: Duration,
     /// Whether to also listen on UDP.
     pub udp: bool,
     /// Decoder limits.

@@ -58,6 +58,8 @@ pub struct RawListener {
     pub protocol: Protocol,
     /// `ip:port` to listen on (every protocol but amqp).
     pub listen: Option<String>,
+    /// http: most time one request may take, body upload included.
+    pub request_timeout: Option<HumanDuration>,
     /// http: answer once points are `queued` (default) or `safe` (delivered or spooled).
     pub ack: Option<RawAck>,
     /// amqp: broker URL, `amqp://user:pass@host:port/vhost`.

@@ -171,6 +171,20 @@ fn validate_listener(raw: RawListener, path: &str) -> Result<ListenerConfig, Con
     )?;
     only(raw.ack.is_some(), "ack", Protocol::Http)?;
     only(
+        raw.request_timeout.is_some(),
+        "request_timeout",
+        Protocol::Http,
+    )?;
+    let request_timeout = raw
+        .request_timeout
+        .map_or(super::DEFAULT_LISTENER_REQUEST_TIMEOUT, |d| d.0);
+    if request_timeout.is_zero() {
+        return Err(invalid(
+            &format!("{path}.request_timeout"),
+            "must be greater than 0",
+        ));
+    }
+    only(
         raw.max_decompressed_bytes.is_some(),
         "max_decompressed_bytes",
         Protocol::Http,
@@ -260,6 +274,7 @@ fn validate_listener(raw: RawListener, path: &str) -> Result<ListenerConfig, Con
     }
     Ok(ListenerConfig {
         ack_safe: raw.ack == Some(raw::RawAck::Safe),
+        request_timeout,
         amqp,
         idle_timeout,
         rate_limit,

@@ -51,6 +51,7 @@ pub async fn run_http(
     token: CancellationToken,
 ) -> std::io::Result<()> {
     let max_body = config.max_body_bytes;
+    let request_timeout = config.request_timeout;
     let state = HttpState {
         limiter: super::peer_limiter(&config),
         config: Arc::new(config),
@@ -67,6 +68,18 @@ pub async fn run_http(
         )
         .route("/raw", post(irondb_raw).put(irondb_raw))
         .layer(DefaultBodyLimit::max(max_body))
+        // A slow upload cannot hold a connection and its buffer for ever.
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                match tokio::time::timeout(request_timeout, next.run(request)).await {
+                    Ok(response) => response,
+                    Err(_) => error_response(
+                        StatusCode::REQUEST_TIMEOUT,
+                        &format!("request not completed within {request_timeout:?}"),
+                    ),
+                }
+            },
+        ))
         .with_state(state);
     axum::serve(
         listener,

@@ -19,8 +19,8 @@ CCR_QUEUE=${CCR_QUEUE:-$((POINTS + POINTS / 10 + 25000))} # carbon-c-relay -q: t
 RUNS=${RUNS:-1}                           # repetitions; ratios then use medians
 BUSY_WARN=${BUSY_WARN:-10}                # note a run if the machine was busier (%) just before
 KEEP_LOGS=${KEEP_LOGS:-0}
-SCENARIOS=${SCENARIOS:-abc}               # which scenarios run: any of a, b, c
-KAIROS_BATCH=${KAIROS_BATCH:-500 5000}    # c: batch max_points, one run per value...
+SCENARIOS=${SCENARIOS:-abcd}              # which scenarios run: any of a, b, c, d
+KAIROS_BATCH=${KAIROS_BATCH:-500 5000}    # c, d: batch max_points, one run per value...
 KAIROS_CONCURRENCY=${KAIROS_CONCURRENCY:-1 4} # ...and per requests in flight ("default": key left out)
 for var in POINTS CONNECTIONS RUNS SCENARIO_TIMEOUT IDLE_TIMEOUT CCR_WORKERS CCR_QUEUE BUSY_WARN; do
     [[ ${!var} =~ ^[0-9]+$ ]] || { echo "e2e: $var must be a whole number, not '${!var}'" >&2; exit 2; }
@@ -29,7 +29,7 @@ done
     { echo "e2e: KAIROS_BATCH must be positive whole numbers separated by spaces, not '$KAIROS_BATCH'" >&2; exit 2; }
 [[ $KAIROS_CONCURRENCY =~ ^\ *([1-9][0-9]*|default)(\ +([1-9][0-9]*|default))*\ *$ ]] ||
     { echo "e2e: KAIROS_CONCURRENCY must be positive whole numbers or 'default', separated by spaces, not '$KAIROS_CONCURRENCY'" >&2; exit 2; }
-[[ $SCENARIOS =~ ^[abc,\ ]+$ ]] || { echo "e2e: SCENARIOS takes the letters a, b and c, not '$SCENARIOS'" >&2; exit 2; }
+[[ $SCENARIOS =~ ^[abcd,\ ]+$ ]] || { echo "e2e: SCENARIOS takes the letters a, b, c and d, not '$SCENARIOS'" >&2; exit 2; }
 ((POINTS > 0 && CONNECTIONS > 0 && RUNS > 0)) || { echo "e2e: POINTS, CONNECTIONS and RUNS must be positive" >&2; exit 2; }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -238,6 +238,14 @@ run_one() {
     templates: [\"servers.host.measurement*\"]
     default_tag: source=graphite"
             ;;
+        irondb)
+            # Graphite to IRONdb: FlatBuffer MetricLists (legacy CIML, as
+            # gosnowth sends) under one configured check identity.
+            target="protocol: irondb_flatbuffer
+    url: http://127.0.0.1:$sink_port/raw${concurrency:+
+    concurrency: $concurrency}
+    check: {account_id: 1, check_uuid: 1b988fd7-d1e1-48ec-848e-55709511d43f, check_name: relay, target: 127.0.0.1, module: graphite}"
+            ;;
         *) die "tsrelay has no upstream for sink format $out_format" ;;
         esac
         cat >"$WORK/$tag.yaml" <<EOF
@@ -405,6 +413,14 @@ for ((run = 1; run <= RUNS; run++)); do
             done
         done
     fi
+    if [[ $SCENARIOS == *d* ]]; then
+        for batch in $KAIROS_BATCH; do
+            for concurrency in $KAIROS_CONCURRENCY; do
+                [[ $concurrency == default ]] && concurrency=""
+                run_one "d:plain->irondb_fb" tsrelay irondb "$run" "$batch" "$concurrency"
+            done
+        done
+    fi
 done
 
 # --- report ---------------------------------------------------------------------------
@@ -448,6 +464,7 @@ printf '%s\n' "${RESULTS[@]}" | awk -F'|' -v runs="$RUNS" -v have_ccr="$HAVE_CCR
         }
         if (scenarios ~ /b/) print "b:plain->pickle: carbon-c-relay has no pickle output (it writes linemode only), so it is not run."
         if (scenarios ~ /c/) print "c:plain->kairos_rest: carbon-c-relay cannot write KairosDB REST (nor any HTTP), so it is not run; bN = batch max_points, cN = requests in flight."
+        if (scenarios ~ /d/) print "d:plain->irondb_fb: Graphite plaintext to IRONdb /raw as Circonus FlatBuffer (CIML); carbon-c-relay cannot write it."
         if (scenarios !~ /a/) exit
         ts = "a:plain->plain|tsrelay"; cc = "a:plain->plain|carbon-c-relay"
         print ""

@@ -12,7 +12,11 @@
 //!   `kairos_json::parse_body`. It answers `204 No Content` like KairosDB,
 //!   or `400` with KairosDB's `{"errors": [...]}` body when the JSON has
 //!   problems; each listed error is one reject (the valid points of such a
-//!   body still count, as KairosDB stores them).
+//!   body still count, as KairosDB stores them);
+//! * `--format irondb`: the same server for IRONdb's `PUT|POST /raw`,
+//!   reading Circonus FlatBuffer MetricLists (by their `CIML`/`CMLS`
+//!   identifier) or TSV with tsrelay's codecs, answering 200 with IRONdb's
+//!   `{"records":N,"updated":N,"misdirected":0,"errors":N}`.
 //!
 //! It stops when it has `--expect N` points, when no byte arrived for
 //! `--idle-timeout` seconds after the first one (`--start-timeout` seconds
@@ -39,7 +43,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tsrelay::codec::graphite_pickle::GraphitePickleDecoder;
-use tsrelay::codec::kairos_json;
+use tsrelay::codec::{circonus_fb, irondb_tsv, kairos_json};
 use tsrelay::codec::{Rejects, StreamDecoder};
 use tsrelay::model::{Batch, Timestamp};
 
@@ -71,6 +75,8 @@ enum Format {
     Plaintext,
     Pickle,
     KairosdbRest,
+    /// IRONdb `PUT|POST /raw`: TSV or a Circonus FlatBuffer MetricList.
+    Irondb,
 }
 
 impl Format {
@@ -79,6 +85,7 @@ impl Format {
             Format::Plaintext => "plaintext",
             Format::Pickle => "pickle",
             Format::KairosdbRest => "kairosdb_rest",
+            Format::Irondb => "irondb",
         }
     }
 }
@@ -94,7 +101,7 @@ struct Args {
 }
 
 fn usage() -> &'static str {
-    "usage: sink --listen HOST:PORT [--format plaintext|pickle|kairosdb_rest] [--expect N] \
+    "usage: sink --listen HOST:PORT [--format plaintext|pickle|kairosdb_rest|irondb] [--expect N] \
      [--idle-timeout SECS] [--start-timeout SECS] [--max-seconds SECS]"
 }
 
@@ -138,6 +145,7 @@ fn parse_args() -> Result<Args, String> {
                     "plaintext" => Format::Plaintext,
                     "pickle" => Format::Pickle,
                     "kairosdb_rest" => Format::KairosdbRest,
+                    "irondb" => Format::Irondb,
                     other => return Err(format!("unknown format {other}\n{}", usage())),
                 }
             }
@@ -397,7 +405,7 @@ impl ConnBuf {
 
 /// Serves one HTTP/1.1 connection: KairosDB REST `POST`s, one after the
 /// other on the same connection (keep-alive), until the peer closes it.
-fn serve_kairosdb_rest(mut stream: TcpStream, stats: &Stats) {
+fn serve_http(mut stream: TcpStream, stats: &Stats, irondb: bool) {
     // Each answer is one write; do not let Nagle hold it back.
     let _ = stream.set_nodelay(true);
     let mut conn = ConnBuf {
@@ -435,9 +443,11 @@ fn serve_kairosdb_rest(mut stream: TcpStream, stats: &Stats) {
         // connection: its body (if any) cannot be skipped reliably.
         let refusal = if head.bad_length {
             Some("400 Bad Request")
-        } else if head.method != "POST" {
+        } else if head.method != "POST" && !(irondb && head.method == "PUT") {
             Some("405 Method Not Allowed")
-        } else if head.target.split('?').next() != Some("/api/v1/datapoints") {
+        } else if head.target.split('?').next()
+            != Some(if irondb { "/raw" } else { "/api/v1/datapoints" })
+        {
             Some("404 Not Found")
         } else if head.chunked || head.content_length.is_none() {
             Some("411 Length Required")
@@ -494,6 +504,29 @@ fn serve_kairosdb_rest(mut stream: TcpStream, stats: &Stats) {
         };
         // Sized like the previous request's batch to skip regrowing it.
         let mut batch = Batch::with_capacity(last_points, last_points * 48);
+        if irondb {
+            let mut rejects = Rejects::default();
+            let flatbuffer = matches!(body.get(4..8), Some(b"CIML" | b"CMLS"));
+            let (records, errors) = if flatbuffer {
+                circonus_fb::decode(body, &mut batch, &mut rejects)
+                    .map_or((0, 1), |outcome| (outcome.records, outcome.errors))
+            } else {
+                let outcome = irondb_tsv::parse_body(body, &mut batch, &mut rejects);
+                (outcome.records, outcome.errors)
+            };
+            last_points = batch.len();
+            stats.rejects.fetch_add(errors, Ordering::Relaxed);
+            let json = format!(
+                "{{\"records\":{records},\"updated\":{},\"misdirected\":0,\"errors\":{errors}}}",
+                records.saturating_sub(errors)
+            );
+            let answered = respond(&mut stream, "200 OK", json.as_bytes(), head.close);
+            stats.record(0, batch.len() as u64);
+            if !answered || head.close {
+                return;
+            }
+            continue;
+        }
         let outcome = kairos_json::parse_body(body, &mut batch);
         last_points = outcome.n_points;
         let answered = if outcome.errors.is_empty() {
@@ -556,7 +589,8 @@ fn run(args: &Args) -> Result<bool, String> {
                 std::thread::spawn(move || match format {
                     Format::Plaintext => count_plaintext(stream, &stats),
                     Format::Pickle => count_pickle(stream, &stats),
-                    Format::KairosdbRest => serve_kairosdb_rest(stream, &stats),
+                    Format::KairosdbRest => serve_http(stream, &stats, false),
+                    Format::Irondb => serve_http(stream, &stats, true),
                 });
             }
         });

@@ -75,11 +75,13 @@ impl Batch {
         self.entries.is_empty()
     }
 
-    /// Approximate memory held by the batch, for byte-bounded queues.
+    /// Memory held by the batch, for byte-bounded queues: allocated
+    /// capacity, not length, since that is what a queued batch keeps.
     pub fn size_bytes(&self) -> usize {
-        self.arena.len()
-            + self.entries.len() * std::mem::size_of::<Entry>()
-            + self.tags.len() * std::mem::size_of::<TagSpan>()
+        std::mem::size_of::<Self>()
+            + self.arena.capacity()
+            + self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.tags.capacity() * std::mem::size_of::<TagSpan>()
     }
 
     /// The point at `index`.

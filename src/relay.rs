@@ -112,6 +112,16 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), R
     let inputs_token = CancellationToken::new();
     for listener in &config.listeners {
         let metrics = telemetry_builder.listener(&listener.name);
+        if listener.protocol == Protocol::Amqp {
+            // Consumes from a broker: no socket of its own.
+            inputs.spawn(input::amqp::run_amqp(
+                listener.clone(),
+                Arc::clone(&router),
+                metrics,
+                inputs_token.clone(),
+            ));
+            continue;
+        }
         let bind_error = |source| RelayError::Bind {
             what: format!("listener {}", listener.name),
             address: listener.listen,

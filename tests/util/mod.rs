@@ -173,6 +173,14 @@ impl Relay {
             .unwrap_or(0.0)
     }
 
+    /// Sends SIGKILL and reaps the process: a crash, nothing is drained.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");

@@ -5,6 +5,7 @@
 #   bash bench/e2e.sh                 # 5,000,000 points over 4 connections
 #   POINTS=1000000 CONNECTIONS=2 bash bench/e2e.sh
 #   SCENARIOS=c KAIROS_BATCH=5000 KAIROS_CONCURRENCY=4 bash bench/e2e.sh
+#   SCENARIOS=d bash bench/e2e.sh     # through RabbitMQ on 127.0.0.1:5672
 #
 # Every process it starts listens on or connects to 127.0.0.1 only, and is
 # killed on exit. Each run is bounded by SCENARIO_TIMEOUT seconds.
@@ -19,9 +20,10 @@ CCR_QUEUE=${CCR_QUEUE:-$((POINTS + POINTS / 10 + 25000))} # carbon-c-relay -q: t
 RUNS=${RUNS:-1}                           # repetitions; ratios then use medians
 BUSY_WARN=${BUSY_WARN:-10}                # note a run if the machine was busier (%) just before
 KEEP_LOGS=${KEEP_LOGS:-0}
-SCENARIOS=${SCENARIOS:-abcd}              # which scenarios run: any of a, b, c, d
+SCENARIOS=${SCENARIOS:-abcde}             # which scenarios run: any of a, b, c, d, e
 KAIROS_BATCH=${KAIROS_BATCH:-500 5000}    # c, d: batch max_points, one run per value...
 KAIROS_CONCURRENCY=${KAIROS_CONCURRENCY:-1 4} # ...and per requests in flight ("default": key left out)
+AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f} # e: the broker both relays use
 for var in POINTS CONNECTIONS RUNS SCENARIO_TIMEOUT IDLE_TIMEOUT CCR_WORKERS CCR_QUEUE BUSY_WARN; do
     [[ ${!var} =~ ^[0-9]+$ ]] || { echo "e2e: $var must be a whole number, not '${!var}'" >&2; exit 2; }
 done
@@ -29,7 +31,7 @@ done
     { echo "e2e: KAIROS_BATCH must be positive whole numbers separated by spaces, not '$KAIROS_BATCH'" >&2; exit 2; }
 [[ $KAIROS_CONCURRENCY =~ ^\ *([1-9][0-9]*|default)(\ +([1-9][0-9]*|default))*\ *$ ]] ||
     { echo "e2e: KAIROS_CONCURRENCY must be positive whole numbers or 'default', separated by spaces, not '$KAIROS_CONCURRENCY'" >&2; exit 2; }
-[[ $SCENARIOS =~ ^[abcd,\ ]+$ ]] || { echo "e2e: SCENARIOS takes the letters a, b, c and d, not '$SCENARIOS'" >&2; exit 2; }
+[[ $SCENARIOS =~ ^[abcde,\ ]+$ ]] || { echo "e2e: SCENARIOS takes the letters a, b, c, d and e, not '$SCENARIOS'" >&2; exit 2; }
 ((POINTS > 0 && CONNECTIONS > 0 && RUNS > 0)) || { echo "e2e: POINTS, CONNECTIONS and RUNS must be positive" >&2; exit 2; }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -38,6 +40,7 @@ REL=$ROOT/target/release
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tsrelay-e2e.XXXXXX")
 CLK_TCK=$(getconf CLK_TCK)
 PIDS=()
+AMQP_QUEUES=() # durable queues of scenario d, deleted on exit
 
 log() { printf '[e2e] %s\n' "$*" >&2; }
 die() {
@@ -66,7 +69,7 @@ stop() {
 }
 
 cleanup() {
-    local rc=$? pid
+    local rc=$? pid queue
     trap - EXIT INT TERM
     for pid in "${PIDS[@]}"; do
         if alive "$pid"; then kill -TERM "$pid" 2>/dev/null || true; fi
@@ -76,6 +79,9 @@ cleanup() {
         if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
     done
     wait 2>/dev/null || true
+    for queue in "${AMQP_QUEUES[@]}"; do
+        rabbitmqctl delete_queue "$queue" >/dev/null 2>&1 || log "could not delete AMQP queue $queue"
+    done
     if [[ $rc -ne 0 || $KEEP_LOGS == 1 ]]; then
         log "logs kept in $WORK"
     else
@@ -163,6 +169,18 @@ machine_busy_pct() {
 
 peak_rss_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
+# Sums over several processes (scenario d runs two relays).
+cpu_ticks_sum() {
+    local pid total=0
+    for pid in "$@"; do total=$((total + $(cpu_ticks "$pid"))); done
+    echo "$total"
+}
+peak_rss_kib_sum() {
+    local pid total=0
+    for pid in "$@"; do total=$((total + $(peak_rss_kib "$pid"))); done
+    echo "$total"
+}
+
 # field KEY FILE: value of KEY=... on the first line of FILE holding it.
 field() { grep -o "\b$1=[^ ]*" "$2" | head -n1 | cut -d= -f2; }
 
@@ -178,6 +196,14 @@ elif ! command -v carbon-c-relay >/dev/null; then
         HAVE_CCR=0
     fi
     command -v carbon-c-relay >/dev/null || HAVE_CCR=0
+fi
+HAVE_BROKER=0
+if [[ $SCENARIOS == *e* ]]; then
+    if (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+        HAVE_BROKER=1
+    else
+        log "WARNING: no AMQP broker on 127.0.0.1:5672 (rabbitmq-server -detached starts one); scenario e is skipped"
+    fi
 fi
 
 log "building (cargo build --release --bin tsrelay --examples)"
@@ -203,6 +229,7 @@ run_one() {
     if [[ -n $concurrency ]]; then label+=" c$concurrency"; fi
     local tag=${scenario}-${label// /-}-${run}
     local in_port sink_port admin_port relay_pid sink_pid gen_pid busy
+    local relay_pids=() admin_ports=() # every relay process of the run (two for tsrelay-amqp)
     busy=$(machine_busy_pct)
     # The sink gives up by itself after SCENARIO_TIMEOUT (and still reports);
     # the script's own deadline is a few seconds later.
@@ -268,6 +295,10 @@ EOF
         RUST_LOG=${RUST_LOG:-warn} "$REL/tsrelay" -c "$WORK/$tag.yaml" \
             >"$WORK/$tag.relay.log" 2>&1 &
         relay_pid=$!
+        admin_ports=("$admin_port")
+        ;;
+    tsrelay-amqp)
+        start_amqp_relays "$tag" "$in_port" "$sink_port" "$admin_port" "$batch" "$run"
         ;;
     carbon-c-relay)
         cat >"$WORK/$tag.conf" <<EOF
@@ -284,11 +315,12 @@ EOF
     *) die "unknown relay $relay" ;;
     esac
     PIDS+=("$relay_pid")
+    relay_pids+=("$relay_pid")
     wait_listening "$in_port" "$relay_pid" "$relay"
     sleep 0.2 # let upstream connections settle
 
     local cpu0
-    cpu0=$(cpu_ticks "$relay_pid")
+    cpu0=$(cpu_ticks_sum "${relay_pids[@]}")
     log "[$tag] loadgen: $POINTS points over $CONNECTIONS connections to 127.0.0.1:$in_port"
     "$REL/examples/loadgen" --addr "127.0.0.1:$in_port" --points "$POINTS" \
         --connections "$CONNECTIONS" >"$WORK/$tag.loadgen.out" 2>"$WORK/$tag.loadgen.err" &
@@ -318,15 +350,17 @@ EOF
         cat "$WORK/$tag.sink.err" >&2
         die "[$tag] sink failed (exit $rc)"
     fi
-    alive "$relay_pid" || die "[$tag] $relay died during the run (see $WORK/$tag.relay.log)"
-    local cpu1 rss_kib
-    cpu1=$(cpu_ticks "$relay_pid")
-    rss_kib=$(peak_rss_kib "$relay_pid")
+    local cpu1 rss_kib pid port
+    for pid in "${relay_pids[@]}"; do
+        alive "$pid" || die "[$tag] $relay died during the run (see $WORK/$tag.*relay.log)"
+    done
+    cpu1=$(cpu_ticks_sum "${relay_pids[@]}")
+    rss_kib=$(peak_rss_kib_sum "${relay_pids[@]}")
 
-    if [[ $relay == tsrelay ]]; then
-        curl -fsS --max-time 5 "http://127.0.0.1:$admin_port/metrics" \
-            >"$WORK/$tag.metrics" 2>/dev/null || true
-    fi
+    for port in "${admin_ports[@]}"; do
+        curl -fsS --max-time 5 "http://127.0.0.1:$port/metrics" \
+            >"$WORK/$tag.$port.metrics" 2>/dev/null || true
+    done
     # Drops carbon-c-relay logged while running, then at shutdown (what
     # was still queued when it got SIGTERM, after an incomplete run).
     local log_lines=0 drops_running=0 drops_at_stop=0
@@ -334,7 +368,7 @@ EOF
         log_lines=$(wc -l <"$WORK/$tag.relay.log")
         drops_running=$(grep -ci 'drop' "$WORK/$tag.relay.log" || true)
     fi
-    stop "$relay_pid" 10
+    for pid in "${relay_pids[@]}"; do stop "$pid" 10; done
     if [[ $relay == carbon-c-relay && -f $WORK/$tag.relay.log ]]; then
         drops_at_stop=$(tail -n +"$((log_lines + 1))" "$WORK/$tag.relay.log" | awk '
             match($0, /dropping [0-9]+ metrics/) { split(substr($0, RSTART, RLENGTH), w, " "); n += w[2] }
@@ -380,16 +414,83 @@ EOF
     sink_cpu=$(awk -v t="${sink_ticks:-0}" -v h="$CLK_TCK" 'BEGIN { printf "%.2f", t / h }')
     SINK_CPU+=("$scenario|$label|$run|$delivered|$sink_cpu")
     log "[$tag] CPU seconds: relay $(awk -v t=$((cpu1 - cpu0)) -v h="$CLK_TCK" 'BEGIN { printf "%.2f", t / h }'), sink $sink_cpu"
-    if [[ -s $WORK/$tag.metrics ]]; then
-        log "[$tag] tsrelay's own counters: $(awk '
+    for port in "${admin_ports[@]}"; do
+        [[ -s $WORK/$tag.$port.metrics ]] || continue
+        log "[$tag] tsrelay's own counters (admin $port): $(awk '
             /^tsrelay_upstream_points_sent_total/ { sent += $NF }
             /^tsrelay_upstream_points_dropped_total/ { dropped += $NF }
             /^tsrelay_upstream_points_retried_total/ { retried += $NF }
             /^tsrelay_upstream_send_errors_total/ { errors += $NF }
             /^tsrelay_points_unrouted_total/ { unrouted += $NF }
             END { printf "upstream sent=%d dropped=%d retried=%d send_errors=%d unrouted=%d", sent, dropped, retried, errors, unrouted }
-        ' "$WORK/$tag.metrics")"
-    fi
+        ' "$WORK/$tag.$port.metrics")"
+    done
+}
+
+# start_amqp_relays TAG IN_PORT SINK_PORT ADMIN_PORT BATCH RUN (scenario d):
+# a consumer (amqp in, plaintext out to the sink) on a durable queue of its
+# own, then a publisher (plaintext in, amqp out as plaintext_lines). The
+# exchange tsrelay_bench is shared; a routing key per run keeps runs apart.
+# Sets relay_pid (the publisher, which takes the load), relay_pids, admin_ports.
+start_amqp_relays() {
+    local tag=$1 in_port=$2 sink_port=$3 admin_port=$4 batch=$5 run=$6
+    local queue="tsrelay_bench_$$_$run" exchange=tsrelay_bench key="bench.$$.$run"
+    local consumer_admin consumer_pid config i
+    consumer_admin=$(free_port)
+    AMQP_QUEUES+=("$queue")
+    cat >"$WORK/$tag.consumer.yaml" <<EOF
+listeners:
+  - {name: bus, protocol: amqp, url: "$AMQP_URL", exchange: $exchange, queue: $queue,
+     bind_patterns: ["$key"], metric_name_in_body: true, prefetch: 1000}
+upstreams:
+  - name: sink
+    protocol: graphite_plaintext
+    address: 127.0.0.1:$sink_port
+    batch: {max_points: $batch, max_delay: 50ms}
+    queue: {max_points: 1000000, when_full: block}
+routes:
+  - {match: {prefix: ""}, to: [sink]}
+admin: {listen: 127.0.0.1:$consumer_admin}
+EOF
+    cat >"$WORK/$tag.yaml" <<EOF
+listeners:
+  - {name: plain, protocol: graphite_plaintext, listen: 127.0.0.1:$in_port}
+upstreams:
+  - name: bus
+    protocol: amqp
+    url: "$AMQP_URL"
+    exchange: $exchange
+    body: plaintext_lines
+    routing_key: $key
+    batch: {max_points: $batch, max_delay: 50ms}
+    queue: {max_points: 1000000, when_full: block}
+routes:
+  - {match: {prefix: ""}, to: [bus]}
+admin: {listen: 127.0.0.1:$admin_port}
+EOF
+    for config in "$WORK/$tag.consumer.yaml" "$WORK/$tag.yaml"; do
+        if ! "$REL/tsrelay" check -c "$config" >"$WORK/$tag.check.log" 2>&1; then
+            cat "$WORK/$tag.check.log" >&2
+            die "[$tag] tsrelay rejects the generated configuration $config"
+        fi
+    done
+    RUST_LOG=${RUST_LOG:-warn} "$REL/tsrelay" -c "$WORK/$tag.consumer.yaml" \
+        >"$WORK/$tag.consumer.relay.log" 2>&1 &
+    consumer_pid=$!
+    PIDS+=("$consumer_pid")
+    # The queue and its binding exist once the consumer consumes.
+    for ((i = 0; i < 300; i++)); do
+        alive "$consumer_pid" || die "[$tag] the consuming tsrelay exited during startup (see $WORK)"
+        curl -fsS --max-time 1 "http://127.0.0.1:$consumer_admin/metrics" 2>/dev/null |
+            grep -q '^tsrelay_listener_connections_active{listener="bus"} 1$' && break
+        sleep 0.05
+    done
+    ((i < 300)) || die "[$tag] the consuming tsrelay did not connect to the broker within 15 s"
+    RUST_LOG=${RUST_LOG:-warn} "$REL/tsrelay" -c "$WORK/$tag.yaml" \
+        >"$WORK/$tag.relay.log" 2>&1 &
+    relay_pid=$!
+    relay_pids=("$consumer_pid")
+    admin_ports=("$admin_port" "$consumer_admin")
 }
 
 # --- scenarios ----------------------------------------------------------------------
@@ -404,6 +505,9 @@ for ((run = 1; run <= RUNS; run++)); do
     fi
     if [[ $SCENARIOS == *b* ]]; then
         run_one "b:plain->pickle" tsrelay pickle "$run"
+    fi
+    if [[ $SCENARIOS == *e* && $HAVE_BROKER == 1 ]]; then
+        run_one "e:plain->amqp->plain" tsrelay-amqp plaintext "$run"
     fi
     if [[ $SCENARIOS == *c* ]]; then
         for batch in $KAIROS_BATCH; do
@@ -465,6 +569,7 @@ printf '%s\n' "${RESULTS[@]}" | awk -F'|' -v runs="$RUNS" -v have_ccr="$HAVE_CCR
         if (scenarios ~ /b/) print "b:plain->pickle: carbon-c-relay has no pickle output (it writes linemode only), so it is not run."
         if (scenarios ~ /c/) print "c:plain->kairos_rest: carbon-c-relay cannot write KairosDB REST (nor any HTTP), so it is not run; bN = batch max_points, cN = requests in flight."
         if (scenarios ~ /d/) print "d:plain->irondb_fb: Graphite plaintext to IRONdb /raw as Circonus FlatBuffer (CIML); carbon-c-relay cannot write it."
+        if (scenarios ~ /e/) print "e:plain->amqp->plain: two tsrelays through RabbitMQ (durable queue, publisher confirms, consumer acks); cpu_s and rss_MiB add up both relays."
         if (scenarios !~ /a/) exit
         ts = "a:plain->plain|tsrelay"; cc = "a:plain->plain|carbon-c-relay"
         print ""

@@ -378,6 +378,19 @@ impl Relay {
         let metrics = telemetry.listener(&listener.name);
         // Cancelled at shutdown, or when the listener is replaced.
         let token = CancellationToken::new();
+        if listener.protocol == Protocol::Amqp {
+            // Consumes from a broker: no socket of its own.
+            self.inputs.spawn(input::amqp::run_amqp(
+                listener.clone(),
+                self.router.clone(),
+                metrics,
+                token.clone(),
+            ));
+            return Ok(RunningListener {
+                config: listener.clone(),
+                token,
+            });
+        }
         let bind_error = |source| RelayError::Bind {
             what: format!("listener {}", listener.name),
             address: listener.listen,

@@ -5,6 +5,7 @@
 
 mod util;
 
+mod amqp;
 mod backpressure;
 mod carbon;
 mod cli;

@@ -48,7 +48,7 @@ pub fn parse_line(line: &[u8], received_at: Timestamp, out: &mut Batch) -> Resul
 }
 
 /// Python's `str.split()` separators within ASCII.
-fn is_separator(byte: u8) -> bool {
+pub(crate) fn is_separator(byte: u8) -> bool {
     matches!(
         byte,
         b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0x1c..=0x1f

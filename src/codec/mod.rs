@@ -6,6 +6,7 @@
 //! and the stream goes on; only a stream whose framing is lost is a
 //! [`FrameError`] (tokio-util's decoder contract).
 
+pub mod carbon_amqp;
 pub mod circllhist;
 pub mod circonus_fb;
 pub mod graphite_pickle;

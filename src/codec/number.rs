@@ -40,6 +40,16 @@ pub fn parse_python_float(text: &[u8]) -> Option<f64> {
 /// [`Reason::NonFiniteTimestamp`] for `inf`/`nan`, [`Reason::BadTimestamp`]
 /// for text that is not a number or is outside the millisecond range.
 pub fn parse_graphite_timestamp(text: &[u8], now: Timestamp) -> Result<Timestamp, Reason> {
+    let ms = parse_seconds(text)?.as_millis();
+    Ok(now_if_minus_one(ms, now))
+}
+
+/// Converts a timestamp in (possibly fractional) seconds to milliseconds
+/// as written, without the `-1` rule (carbon's AMQP listener applies none).
+///
+/// # Errors
+/// As [`parse_graphite_timestamp`].
+pub fn parse_seconds(text: &[u8]) -> Result<Timestamp, Reason> {
     let ms = match parse_decimal_millis(text) {
         Some(ms) => ms,
         None => {
@@ -47,7 +57,7 @@ pub fn parse_graphite_timestamp(text: &[u8], now: Timestamp) -> Result<Timestamp
             seconds_to_millis(secs)?
         }
     };
-    Ok(now_if_minus_one(ms, now))
+    Ok(Timestamp::from_millis(ms))
 }
 
 /// Converts float seconds (pickle, AMQP) to milliseconds, rounding to the

@@ -232,6 +232,25 @@ pub const DEFAULT_AMQP_PREFETCH: u16 = 1000;
 /// Default routing key of multi-point amqp bodies.
 pub const DEFAULT_AMQP_ROUTING_KEY: &str = "tsrelay";
 
+/// `host:port` of an `amqp://` URL (port 5672 when none is given), for
+/// logs and as the peer an amqp listener reports: never the credentials.
+pub fn amqp_broker(url: &str) -> String {
+    let rest = url.strip_prefix("amqp://").unwrap_or(url);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let has_port = !host_port.ends_with(']')
+        && host_port
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
+    match (host_port.is_empty(), has_port) {
+        (true, _) => "localhost:5672".to_owned(),
+        (false, true) => host_port.to_owned(),
+        (false, false) => format!("{host_port}:5672"),
+    }
+}
+
 /// Default `spool.max_bytes`.
 pub const DEFAULT_SPOOL_BYTES: u64 = 1 << 30;
 /// Default `spool.replay_points_per_second`.
@@ -506,5 +525,27 @@ fn display_path(path: &str) -> String {
         "(top level)".to_owned()
     } else {
         path.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::amqp_broker;
+
+    #[test]
+    fn amqp_broker_labels_leave_credentials_out() {
+        let cases = [
+            ("amqp://guest:secret@127.0.0.1:5672/%2f", "127.0.0.1:5672"),
+            (
+                "amqp://rabbit.example/vhost?heartbeat=10",
+                "rabbit.example:5672",
+            ),
+            ("amqp://u@[::1]:5673", "[::1]:5673"),
+            ("amqp://[::1]/", "[::1]:5672"),
+            ("amqp://", "localhost:5672"),
+        ];
+        for (url, label) in cases {
+            assert_eq!(amqp_broker(url), label, "{url}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! batches to the router. Inputs know nothing of formats beyond picking
 //! the decoder, and nothing of upstreams beyond the router.
 
+pub mod amqp;
 pub mod http;
 pub mod tcp;
 pub mod udp;

@@ -7,6 +7,7 @@
 //! (at least once: Graphite backends overwrite duplicates). The task ends
 //! when its queue is closed and empty, which is how shutdown drains.
 
+mod amqp;
 mod chunk;
 mod retry;
 mod spooler;
@@ -30,6 +31,7 @@ use crate::rate::UpstreamLimiter;
 use crate::receipt::ReceiptPart;
 use crate::telemetry::UpstreamMetrics;
 
+pub use amqp::run_amqp_upstream;
 pub use chunk::{Chunk, Chunker};
 pub use retry::Backoff;
 pub use spooler::Spooler;
@@ -51,12 +53,11 @@ pub async fn run_upstream(
     spool_now: CancellationToken,
     retire: CancellationToken,
 ) {
-    let options = EncoderOptions {
-        telnet_putm: config.telnet_putm,
-        max_line_bytes: config.max_line_bytes,
-        flatbuffer_cmls: config.flatbuffer_cmls,
-        default_source: config.check.clone(),
-    };
+    if matches!(config.target, Target::Amqp(_)) {
+        amqp::run_amqp_upstream(config, queue, metrics, health, spool, spool_now, retire).await;
+        return;
+    }
+    let options = encoder_options(&config);
     let Some(mut encoder) = codec::encoder_for(config.format, &options) else {
         warn!(upstream = %config.name, format = %config.format, "No encoder for this format; upstream disabled.");
         return;
@@ -255,27 +256,7 @@ pub async fn run_upstream(
         metrics.queue_depth.set(queue.depth() as i64);
     };
     if interrupted {
-        // The grace period is over: what is still queued goes to the spool.
-        let mut spooled = 0;
-        if let Some(mut leftover) = chunker.take_leftover() {
-            let receipts = leftover.take_receipts();
-            spooled += leftover.len();
-            spool_chunk(spool.as_ref(), &leftover, receipts).await;
-            queue.release(leftover.permits);
-        }
-        while let Some(item) = queue.try_recv() {
-            spooled += item.batch.len();
-            let safe = match spool.as_ref() {
-                Some(spool) => spool.write(item.batch.iter()).await,
-                None => false,
-            };
-            if let Some(receipt) = item.receipt {
-                if safe {
-                    receipt.confirm();
-                }
-            }
-            queue.release(item.permits);
-        }
+        let spooled = spool_leftovers(&mut chunker, &mut queue, spool.as_ref()).await;
         while let Some(done) = in_flight.join_next().await {
             finish_request(done, &queue, &metrics);
         }
@@ -298,6 +279,16 @@ enum Next {
     SpoolNow,
 }
 
+/// The encoder settings an upstream's configuration asks for.
+fn encoder_options(config: &UpstreamConfig) -> EncoderOptions {
+    EncoderOptions {
+        telnet_putm: config.telnet_putm,
+        max_line_bytes: config.max_line_bytes,
+        flatbuffer_cmls: config.flatbuffer_cmls,
+        default_source: config.check.clone(),
+    }
+}
+
 /// Encodes points for the upstream, translating them first when needed;
 /// returns how many were written and counts the rest.
 fn encode<'a>(
@@ -308,18 +299,62 @@ fn encode<'a>(
     metrics: &UpstreamMetrics,
 ) -> usize {
     let mut skipped = Skipped::default();
-    let written = if config.translation.passes(points.clone()) {
-        encoder.encode(&mut points.into_iter(), buffer, &mut skipped)
+    let written = with_translation(config, points, |points| {
+        encoder.encode(points, buffer, &mut skipped)
+    });
+    metrics.count_skipped(&skipped);
+    written
+}
+
+/// Hands the points to `write` as the upstream sees them: translated
+/// first when its translation changes any of them.
+fn with_translation<'a, R>(
+    config: &UpstreamConfig,
+    points: impl Iterator<Item = PointRef<'a>> + Clone,
+    write: impl FnOnce(&mut dyn Iterator<Item = PointRef<'_>>) -> R,
+) -> R {
+    if config.translation.passes(points.clone()) {
+        write(&mut points.into_iter())
     } else {
         let mut translated = Batch::new();
         for point in points {
             config.translation.apply(&point, &mut translated);
         }
-        let written = encoder.encode(&mut translated.iter(), buffer, &mut skipped);
+        // Bound first: the iterator must not outlive `translated`.
+        let written = write(&mut translated.iter());
         written
-    };
-    metrics.count_skipped(&skipped);
-    written
+    }
+}
+
+/// After the grace period: writes what the chunker and the queue still
+/// hold to the spool (confirming receipts once safe) and returns how many
+/// points that was.
+async fn spool_leftovers(
+    chunker: &mut Chunker,
+    queue: &mut QueueReceiver,
+    spool: Option<&Spooler>,
+) -> usize {
+    let mut spooled = 0;
+    if let Some(mut leftover) = chunker.take_leftover() {
+        let receipts = leftover.take_receipts();
+        spooled += leftover.len();
+        spool_chunk(spool, &leftover, receipts).await;
+        queue.release(leftover.permits);
+    }
+    while let Some(item) = queue.try_recv() {
+        spooled += item.batch.len();
+        let safe = match spool {
+            Some(spool) => spool.write(item.batch.iter()).await,
+            None => false,
+        };
+        if let Some(receipt) = item.receipt {
+            if safe {
+                receipt.confirm();
+            }
+        }
+        queue.release(item.permits);
+    }
+    spooled
 }
 
 /// Writes a chunk's points to the spool; confirms their receipts once safe.
@@ -480,7 +515,12 @@ struct FailureLog {
 }
 
 impl FailureLog {
-    fn failed(&mut self, upstream: &str, err: &SendError, retry_in: Duration) {
+    fn failed(
+        &mut self,
+        upstream: &str,
+        err: &(dyn std::error::Error + 'static),
+        retry_in: Duration,
+    ) {
         self.failures += 1;
         let now = Instant::now();
         self.failing_since.get_or_insert(now);

@@ -10,18 +10,20 @@
 
 mod publisher;
 
+use std::ops::Range;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::replay::{ReplayPace, ReplaySink};
 use super::{
     encode, encoder_options, spool_chunk, spool_leftovers, with_translation, Chunker, Next, Spooler,
 };
 use crate::codec::{self, carbon_amqp, Protocol, Skipped};
 use crate::config::{AmqpBody, AmqpUpstreamConfig, Target, UpstreamConfig};
 use crate::health::UpstreamHealth;
-use crate::model::PointRef;
+use crate::model::{Batch, PointRef};
 use crate::queue::QueueReceiver;
 use crate::rate::UpstreamLimiter;
 use crate::receipt::ReceiptPart;
@@ -54,11 +56,7 @@ pub async fn run_amqp_upstream(
     let limiter = config
         .rate_limit
         .map(|points_per_second| UpstreamLimiter::new(points_per_second, config.batch.max_points));
-    let replay_rate = config
-        .spool
-        .as_ref()
-        .map_or(1, |spool| spool.replay_points_per_second.get());
-    let mut replay_at = tokio::time::Instant::now();
+    let mut pace = ReplayPace::new(&config);
     let mut messages = Messages::default();
     let interrupted = 'run: loop {
         let next = loop {
@@ -67,14 +65,11 @@ pub async fn run_amqp_upstream(
             } else {
                 publisher.probe_delay()
             };
-            // A retired upstream (replaced on reload) leaves that to its successor.
-            let replay = spool.as_ref().is_some_and(Spooler::has_pending)
-                && health.get()
-                && !retire.is_cancelled();
+            let replay = ReplayPace::wanted(spool.as_ref(), &health, &retire);
             tokio::select! {
                 biased;
                 () = spool_now.cancelled(), if spool.is_some() => break Next::SpoolNow,
-                () = tokio::time::sleep_until(replay_at), if replay => break Next::Replay,
+                () = tokio::time::sleep_until(pace.next_at()), if replay => break Next::Replay,
                 chunk = chunker.next(&mut queue) => break Next::Chunk(chunk),
                 () = tokio::time::sleep(probe_delay), if !health.get() => publisher.probe().await,
             }
@@ -85,18 +80,21 @@ pub async fn run_amqp_upstream(
                 let Some(spool) = spool.as_ref() else {
                     continue;
                 };
-                let replay = replay_record(
-                    spool,
-                    &mut layout,
-                    &mut publisher,
-                    &mut messages,
-                    &spool_now,
-                );
-                let Some(n_points) = replay.await else {
-                    break 'run true;
+                let mut sink = PublishReplay {
+                    layout: &mut layout,
+                    publisher: &mut publisher,
+                    messages: &mut messages,
                 };
-                replay_at = tokio::time::Instant::now()
-                    + Duration::from_secs_f64(n_points as f64 / f64::from(replay_rate));
+                let replayed = pace.replay_record(
+                    spool,
+                    &mut sink,
+                    config.batch.max_points,
+                    &spool_now,
+                    &metrics,
+                );
+                if replayed.await.is_break() {
+                    break 'run true;
+                }
                 continue;
             }
             Next::Chunk(None) => break 'run false,
@@ -134,42 +132,24 @@ pub async fn run_amqp_upstream(
     info!(upstream = %config.name, "Upstream drained and stopped.");
 }
 
-/// Replays the oldest spooled record, chunk by chunk, and commits it once
-/// delivered; returns its number of points. When `spool_now` fires first
-/// (the grace period is over) the record stays spooled: `None`.
-async fn replay_record(
-    spool: &Spooler,
-    layout: &mut Layout,
-    publisher: &mut Publisher<'_>,
-    messages: &mut Messages,
-    spool_now: &CancellationToken,
-) -> Option<usize> {
-    let Some((id, batch)) = spool.next().await else {
-        return Some(0);
-    };
-    let (config, metrics) = (publisher.config, publisher.metrics);
-    let mut sent = 0;
-    for start in (0..batch.len()).step_by(config.batch.max_points.max(1)) {
-        let end = (start + config.batch.max_points).min(batch.len());
-        let points = (start..end).filter_map(|i| batch.get(i));
-        let written = layout.write(config, points, messages, metrics);
-        if messages.is_empty() {
-            continue;
+/// Replayed points published like live ones.
+struct PublishReplay<'a, 'p> {
+    layout: &'a mut Layout,
+    publisher: &'a mut Publisher<'p>,
+    messages: &'a mut Messages,
+}
+
+impl ReplaySink for PublishReplay<'_, '_> {
+    async fn deliver(&mut self, batch: &Batch, range: Range<usize>) -> usize {
+        let (config, metrics) = (self.publisher.config, self.publisher.metrics);
+        let points = range.filter_map(|i| batch.get(i));
+        let written = self.layout.write(config, points, self.messages, metrics);
+        if self.messages.is_empty() {
+            return 0;
         }
-        tokio::select! {
-            biased;
-            () = spool_now.cancelled() => {
-                // Not committed: the record stays spooled.
-                spool.rewind();
-                return None;
-            }
-            () = publisher.deliver(messages, written) => sent += written,
-        }
+        self.publisher.deliver(self.messages, written).await;
+        written
     }
-    spool.commit(id).await;
-    metrics.points_replayed.inc_by(sent as u64);
-    metrics.points_sent.inc_by(sent as u64);
-    Some(batch.len())
 }
 
 /// How points become messages.

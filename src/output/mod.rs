@@ -9,10 +9,12 @@
 
 mod amqp;
 mod chunk;
+mod replay;
 mod retry;
 mod spooler;
 mod transport;
 
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
@@ -33,6 +35,7 @@ use crate::telemetry::UpstreamMetrics;
 
 pub use amqp::run_amqp_upstream;
 pub use chunk::{Chunk, Chunker};
+use replay::{ReplayPace, ReplaySink};
 pub use retry::Backoff;
 pub use spooler::Spooler;
 pub use transport::{HttpOptions, SendError, Sent, Transport};
@@ -93,11 +96,7 @@ pub async fn run_upstream(
     let limiter = config
         .rate_limit
         .map(|points_per_second| UpstreamLimiter::new(points_per_second, config.batch.max_points));
-    let replay_rate = config
-        .spool
-        .as_ref()
-        .map_or(1, |spool| spool.replay_points_per_second.get());
-    let mut replay_at = tokio::time::Instant::now();
+    let mut pace = ReplayPace::new(&config);
     let mut in_flight: JoinSet<(bool, usize, Permits)> = JoinSet::new();
     let interrupted = 'run: loop {
         // A failed upstream gets no new points from failover and any_of
@@ -110,16 +109,11 @@ pub async fn run_upstream(
             } else {
                 backoff.next_delay()
             };
-            // Spooled points are replayed at their own rate beside live
-            // traffic, and only while the upstream takes points.
-            // A retired upstream (replaced on reload) leaves that to its successor.
-            let replay = spool.as_ref().is_some_and(Spooler::has_pending)
-                && health.get()
-                && !retire.is_cancelled();
+            let replay = ReplayPace::wanted(spool.as_ref(), &health, &retire);
             tokio::select! {
                 biased;
                 () = spool_now.cancelled(), if spool.is_some() => break Next::SpoolNow,
-                () = tokio::time::sleep_until(replay_at), if replay => break Next::Replay,
+                () = tokio::time::sleep_until(pace.next_at()), if replay => break Next::Replay,
                 chunk = chunker.next(&mut queue) => break Next::Chunk(chunk),
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                     finish_request(done, &queue, &metrics);
@@ -135,46 +129,28 @@ pub async fn run_upstream(
                 let Some(spool) = spool.as_ref() else {
                     continue;
                 };
-                let Some((id, batch)) = spool.next().await else {
-                    continue;
+                let mut sink = LinkReplay {
+                    link: Link {
+                        config: &config,
+                        transport: &mut transport,
+                        metrics: &metrics,
+                        health: &health,
+                        backoff: &mut backoff,
+                        failure_log: &mut failure_log,
+                    },
+                    encoder: &mut *encoder,
+                    buffer: &mut buffer,
                 };
-                let n_points = batch.len();
-                let mut link = Link {
-                    config: &config,
-                    transport: &mut transport,
-                    metrics: &metrics,
-                    health: &health,
-                    backoff: &mut backoff,
-                    failure_log: &mut failure_log,
-                };
-                let mut sent = 0;
-                for start in (0..n_points).step_by(config.batch.max_points.max(1)) {
-                    let end = (start + config.batch.max_points).min(n_points);
-                    let points = (start..end).filter_map(|i| batch.get(i));
-                    buffer.clear();
-                    let written = encode(&config, &mut *encoder, points, &mut buffer, &metrics);
-                    if buffer.is_empty() {
-                        continue;
-                    }
-                    tokio::select! {
-                        biased;
-                        () = spool_now.cancelled() => {
-                            // Not committed: the record stays spooled.
-                            spool.rewind();
-                            break 'run true;
-                        }
-                        delivered = link.send_until_delivered(&buffer, written) => {
-                            if delivered {
-                                sent += written;
-                            }
-                        }
-                    }
+                let replayed = pace.replay_record(
+                    spool,
+                    &mut sink,
+                    config.batch.max_points,
+                    &spool_now,
+                    &metrics,
+                );
+                if replayed.await.is_break() {
+                    break 'run true;
                 }
-                spool.commit(id).await;
-                metrics.points_replayed.inc_by(sent as u64);
-                metrics.points_sent.inc_by(sent as u64);
-                replay_at = tokio::time::Instant::now()
-                    + Duration::from_secs_f64(n_points as f64 / f64::from(replay_rate));
                 continue;
             }
             Next::Chunk(None) => break 'run false,
@@ -267,6 +243,26 @@ pub async fn run_upstream(
         finish_request(done, &queue, &metrics);
     }
     info!(upstream = %config.name, "Upstream drained and stopped.");
+}
+
+/// Replayed points sent over the upstream's own connection.
+struct LinkReplay<'a, 'l> {
+    link: Link<'l>,
+    encoder: &'a mut dyn codec::Encoder,
+    buffer: &'a mut Vec<u8>,
+}
+
+impl ReplaySink for LinkReplay<'_, '_> {
+    async fn deliver(&mut self, batch: &Batch, range: Range<usize>) -> usize {
+        let points = range.filter_map(|i| batch.get(i));
+        self.buffer.clear();
+        let (config, metrics) = (self.link.config, self.link.metrics);
+        let written = encode(config, &mut *self.encoder, points, self.buffer, metrics);
+        if self.buffer.is_empty() || !self.link.send_until_delivered(self.buffer, written).await {
+            return 0;
+        }
+        written
+    }
 }
 
 /// What the upstream loop does next.

@@ -14,7 +14,7 @@
 //! `value timestamp\n`, numbers written as the plaintext encoder writes
 //! them. This module is pure: no I/O, no logging, no clock.
 
-use super::graphite_plain::{is_separator, write_value};
+use super::graphite_plain::{is_separator, write_value_and_seconds};
 use super::graphite_tags::{push_graphite_point, write_graphite_name};
 use super::number::{parse_python_float, parse_seconds};
 use super::{Reason, Rejects, Unrepresentable};
@@ -85,15 +85,7 @@ fn write_point_inner(
     if routing_key.len() - key_start > MAX_ROUTING_KEY_BYTES {
         return Err(Unrepresentable::NameTooLong);
     }
-    write_value(point.value(), body)?;
-    body.push(b' ');
-    body.extend_from_slice(
-        itoa::Buffer::new()
-            .format(point.timestamp().as_secs_trunc())
-            .as_bytes(),
-    );
-    body.push(b'\n');
-    Ok(())
+    write_value_and_seconds(point, body)
 }
 
 /// A `value timestamp` line named by the routing key. `Ok(false)`: blank.

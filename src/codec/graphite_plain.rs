@@ -89,6 +89,18 @@ pub fn write_line(point: &PointRef<'_>, out: &mut Vec<u8>) -> Result<(), Unrepre
 fn write_line_inner(point: &PointRef<'_>, out: &mut Vec<u8>) -> Result<(), Unrepresentable> {
     write_graphite_name(point, out)?;
     out.push(b' ');
+    write_value_and_seconds(point, out)
+}
+
+/// `value seconds\n`: a plaintext line without its name, which is also
+/// carbon's AMQP message body.
+///
+/// # Errors
+/// For values Graphite cannot store (see [`write_value`]).
+pub(crate) fn write_value_and_seconds(
+    point: &PointRef<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), Unrepresentable> {
     write_value(point.value(), out)?;
     out.push(b' ');
     out.extend_from_slice(

@@ -24,6 +24,7 @@ pub mod telemetry;
 pub mod translate;
 
 pub mod admin;
+pub mod broker;
 pub mod convert;
 pub mod explain;
 pub mod input;

@@ -25,16 +25,17 @@ use std::time::{Duration, Instant};
 use futures_core::Stream;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use lapin::{Channel, Connection, Consumer};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::RejectLog;
+use crate::broker;
 use crate::codec::carbon_amqp::{self, NameIn};
 use crate::codec::Rejects;
 use crate::config::{self, AmqpListenerConfig, ListenerConfig, RetryConfig};
@@ -198,23 +199,8 @@ impl AmqpListener {
 
     async fn subscribe(&self, peer: SocketAddr) -> Result<Session, lapin::Error> {
         let amqp = &self.amqp;
-        let properties = ConnectionProperties::default()
-            .with_executor(tokio_executor_trait::Tokio::current())
-            .with_reactor(tokio_reactor_trait::Tokio::current());
-        let connection = Connection::connect(&amqp.url, properties).await?;
-        let channel = connection.create_channel().await?;
-        let exchange_options = ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        };
-        channel
-            .exchange_declare(
-                &amqp.exchange,
-                ExchangeKind::Topic,
-                exchange_options,
-                FieldTable::default(),
-            )
-            .await?;
+        let (connection, channel) = broker::connect(&amqp.url).await?;
+        broker::declare_carbon_exchange(&channel, &amqp.exchange).await?;
         // A named queue outlives us (messages wait while we are down); the
         // exclusive one is carbon's private, server-named queue.
         let (queue_name, queue_options) = match &amqp.queue {

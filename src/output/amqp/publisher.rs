@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::publisher_confirm::Confirmation;
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection};
 
 use super::Messages;
+use crate::broker;
 use crate::config::{amqp_broker, AmqpUpstreamConfig, UpstreamConfig};
 use crate::health::UpstreamHealth;
 use crate::output::{Backoff, FailureLog};
@@ -214,28 +214,12 @@ impl<'a> Publisher<'a> {
 
 /// Connects, enables publisher confirms and declares the exchange.
 async fn open(amqp: &AmqpUpstreamConfig) -> Result<Broker, lapin::Error> {
-    let properties = ConnectionProperties::default()
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio::current());
-    let connection = Connection::connect(&amqp.url, properties).await?;
-    let channel = connection.create_channel().await?;
+    let (connection, channel) = broker::connect(&amqp.url).await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     if amqp.declare {
-        // As carbon declares it, so that either side may come first.
-        let options = ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        };
-        channel
-            .exchange_declare(
-                &amqp.exchange,
-                ExchangeKind::Topic,
-                options,
-                FieldTable::default(),
-            )
-            .await?;
+        broker::declare_carbon_exchange(&channel, &amqp.exchange).await?;
     }
     Ok(Broker {
         connection,

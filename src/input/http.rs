@@ -102,23 +102,9 @@ async fn kairos_datapoints(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
+    let body = match read_body(&state, peer, &headers, &body, Reason::InvalidJson) {
         Ok(body) => body,
-        Err(rejection) => {
-            let status = rejection.status();
-            return errors_response(
-                status,
-                vec![format!("request body rejected: {}", rejection.body_text())],
-            );
-        }
-    };
-    state.metrics.bytes_received.inc_by(body.len() as u64);
-    let body = match decompress(&headers, &body, state.config.max_decompressed_bytes) {
-        Ok(body) => body,
-        Err(message) => {
-            count_reject(&state, peer, Reason::InvalidJson, &message);
-            return errors_response(StatusCode::BAD_REQUEST, vec![message]);
-        }
+        Err((status, message)) => return errors_response(status, vec![message]),
     };
     let mut batch = Batch::new();
     let outcome = kairos_json::parse_body(&body, &mut batch);
@@ -173,22 +159,9 @@ async fn irondb_raw(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
+    let body = match read_body(&state, peer, &headers, &body, Reason::BadEncoding) {
         Ok(body) => body,
-        Err(rejection) => {
-            return error_response(
-                rejection.status(),
-                &format!("request body rejected: {}", rejection.body_text()),
-            );
-        }
-    };
-    state.metrics.bytes_received.inc_by(body.len() as u64);
-    let body = match decompress(&headers, &body, state.config.max_decompressed_bytes) {
-        Ok(body) => body,
-        Err(message) => {
-            count_reject(&state, peer, Reason::BadEncoding, &message);
-            return error_response(StatusCode::BAD_REQUEST, &message);
-        }
+        Err((status, message)) => return error_response(status, &message),
     };
     let flatbuffer = headers
         .get(header::CONTENT_TYPE)
@@ -243,6 +216,29 @@ async fn irondb_raw(
 fn error_response(status: StatusCode, message: &str) -> Response {
     let body = serde_json::json!({ "error": message }).to_string();
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// A request's body, counted and decompressed within the listener's
+/// limits; or the status and message to answer with. A body that cannot
+/// be decompressed is counted as a reject for `reason`.
+fn read_body<'b>(
+    state: &HttpState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: &'b Result<Bytes, BytesRejection>,
+    reason: Reason,
+) -> Result<std::borrow::Cow<'b, [u8]>, (StatusCode, String)> {
+    let body = body.as_ref().map_err(|rejection| {
+        (
+            rejection.status(),
+            format!("request body rejected: {}", rejection.body_text()),
+        )
+    })?;
+    state.metrics.bytes_received.inc_by(body.len() as u64);
+    decompress(headers, body, state.config.max_decompressed_bytes).map_err(|message| {
+        count_reject(state, peer, reason, &message);
+        (StatusCode::BAD_REQUEST, message)
+    })
 }
 
 fn count_reject(state: &HttpState, peer: SocketAddr, reason: Reason, message: &str) {
